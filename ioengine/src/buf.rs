@@ -162,7 +162,11 @@ impl AlignedBuf {
         // SAFETY: [len, end) lies inside the allocation and does not overlap `bytes`, which is
         // borrowed immutably while self is borrowed mutably.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(self.len), bytes.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
         }
         self.len = end;
     }
@@ -180,7 +184,10 @@ impl AlignedBuf {
         // SAFETY: the allocation is `capacity` initialised bytes (zeroed or written before);
         // [len, capacity) is in bounds, and the &mut borrow of self makes it exclusive.
         unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.capacity - self.len)
+            std::slice::from_raw_parts_mut(
+                self.ptr.as_ptr().add(self.len),
+                self.capacity - self.len,
+            )
         }
     }
 }
@@ -330,7 +337,11 @@ impl BufPool {
 
     /// Whether the memory is registered with the ring.
     pub fn registration(&self) -> Registration {
-        if self.inner.registered.get() { Registration::Registered } else { Registration::Unregistered }
+        if self.inner.registered.get() {
+            Registration::Registered
+        } else {
+            Registration::Unregistered
+        }
     }
 
     pub(crate) fn set_registered(&self) {
@@ -377,7 +388,11 @@ impl BufPool {
         // SAFETY: the slot was on the free list, so no other PooledBuf uses it; the region
         // lives as long as `inner`, which the PooledBuf keeps alive.
         let buf = unsafe {
-            AlignedBuf::borrowed(NonNull::new(ptr).expect("non-null"), cfg.buf_bytes, cfg.align_bytes)
+            AlignedBuf::borrowed(
+                NonNull::new(ptr).expect("non-null"),
+                cfg.buf_bytes,
+                cfg.align_bytes,
+            )
         };
         Some(PooledBuf { buf, index, pool: self.inner.clone() })
     }

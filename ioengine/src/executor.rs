@@ -170,7 +170,8 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Creates a core on the current thread with a ring of `ring_entries`.
     pub fn new(ring_entries: u32) -> Result<Core> {
-        let wake_fd = crate::sys::eventfd().map_err(|e| Error::from_io(crate::OpKind::EventFd, 0, &e))?;
+        let wake_fd =
+            crate::sys::eventfd().map_err(|e| Error::from_io(crate::OpKind::EventFd, 0, &e))?;
         let reactor = Rc::new(Reactor::new(ring_entries, Some(wake_fd.as_raw_fd()))?);
         let shared = Arc::new(Shared {
             id: NEXT_EXECUTOR_ID.fetch_add(1, Ordering::Relaxed),

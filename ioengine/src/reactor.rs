@@ -176,7 +176,11 @@ impl Reactor {
         let index = vacant.key();
         let entry = entry.user_data(index as u64);
         if background && self.background_inflight.get() >= self.background_inflight_max {
-            vacant.insert(Slot { state: SlotState::Pending(None), deferred: Some(entry), background });
+            vacant.insert(Slot {
+                state: SlotState::Pending(None),
+                deferred: Some(entry),
+                background,
+            });
             self.deferred.borrow_mut().push_back(index);
             return Ok(index);
         }
@@ -388,7 +392,9 @@ impl Reactor {
             .slots
             .borrow()
             .iter()
-            .filter(|(_, slot)| slot.deferred.is_none() && !matches!(slot.state, SlotState::Completed(_)))
+            .filter(|(_, slot)| {
+                slot.deferred.is_none() && !matches!(slot.state, SlotState::Completed(_))
+            })
             .map(|(index, _)| index)
             .collect();
         for index in in_kernel {
@@ -427,7 +433,9 @@ impl Reactor {
         self.slots
             .borrow()
             .iter()
-            .filter(|(_, slot)| slot.deferred.is_none() && !matches!(slot.state, SlotState::Completed(_)))
+            .filter(|(_, slot)| {
+                slot.deferred.is_none() && !matches!(slot.state, SlotState::Completed(_))
+            })
             .count()
     }
 
@@ -470,9 +478,24 @@ impl Drop for Reactor {
 fn setup_ring(entries: u32) -> Result<(IoUring, RingFeatures)> {
     let entries = entries.clamp(2, RING_ENTRIES_MAX).next_power_of_two();
     let attempts = [
-        RingFeatures { single_issuer: true, defer_taskrun: true, coop_taskrun: true, nodrop: false },
-        RingFeatures { single_issuer: true, defer_taskrun: false, coop_taskrun: true, nodrop: false },
-        RingFeatures { single_issuer: false, defer_taskrun: false, coop_taskrun: true, nodrop: false },
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: true,
+            nodrop: false,
+        },
+        RingFeatures {
+            single_issuer: true,
+            defer_taskrun: false,
+            coop_taskrun: true,
+            nodrop: false,
+        },
+        RingFeatures {
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true,
+            nodrop: false,
+        },
         RingFeatures::default(),
     ];
     let mut last_err = None;

@@ -48,7 +48,8 @@ fn direct_write_then_read_round_trips() {
         let (res, _buf) = op::write_all_at(&file, buf, 0, 64 << 10, 8192, WriteFlags::DSYNC).await;
         res.unwrap();
         op::fsync(&file, SyncKind::Data).await.unwrap();
-        let (res, back) = op::read_exact_at(&file, AlignedBuf::new(64 << 10, 4096), 0, 64 << 10, 8192).await;
+        let (res, back) =
+            op::read_exact_at(&file, AlignedBuf::new(64 << 10, 4096), 0, 64 << 10, 8192).await;
         res.unwrap();
         assert_eq!(&back[..], &pattern(64 << 10, 7)[..]);
     });
@@ -110,7 +111,12 @@ fn partial_pipe_reads_are_reported_as_short() {
     core.block_on(async move {
         let (rx, tx) = pipe();
         // SAFETY: writes 10 bytes from a live array to a pipe we own.
-        assert_eq!(unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&tx), [9u8; 10].as_ptr().cast(), 10) }, 10);
+        assert_eq!(
+            unsafe {
+                libc::write(std::os::fd::AsRawFd::as_raw_fd(&tx), [9u8; 10].as_ptr().cast(), 10)
+            },
+            10
+        );
         let (res, buf) = op::read_at(&rx, Vec::with_capacity(100), 0, 100, u64::MAX).await;
         assert_eq!(res.unwrap(), 10);
         assert_eq!(buf, vec![9u8; 10]);
@@ -198,7 +204,8 @@ fn dropped_disk_write_still_writes_from_valid_memory() {
         }
         // A disk write cannot be cancelled once issued; it must have written the right bytes
         // (the buffer stayed alive), or nothing at all if the cancel won.
-        let (res, back) = op::read_exact_at(&file, AlignedBuf::new(1 << 20, 4096), 0, 1 << 20, 0).await;
+        let (res, back) =
+            op::read_exact_at(&file, AlignedBuf::new(1 << 20, 4096), 0, 1 << 20, 0).await;
         res.unwrap();
         let written = &back[..] == &pattern(1 << 20, 42)[..];
         let untouched = back.iter().all(|&b| b == 0);
@@ -217,7 +224,11 @@ fn sleep_waits_and_timeout_cancels_a_stuck_op() {
 
         let (rx, _tx) = pipe();
         let start = Instant::now();
-        let res = timeout(Duration::from_millis(20), op::read_at(&rx, Vec::with_capacity(16), 0, 16, u64::MAX)).await;
+        let res = timeout(
+            Duration::from_millis(20),
+            op::read_at(&rx, Vec::with_capacity(16), 0, 16, u64::MAX),
+        )
+        .await;
         assert_eq!(res.unwrap_err(), Elapsed(Duration::from_millis(20)));
         assert!(start.elapsed() < Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -255,7 +266,8 @@ fn core_drop_with_ops_in_flight_waits_for_the_kernel() {
 fn tcp_echo_on_loopback() {
     let core = Core::new(64).unwrap();
     core.block_on(async move {
-        let listener = ioengine::net::TcpListener::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let listener =
+            ioengine::net::TcpListener::bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr();
         let server = ioengine::spawn(async move {
             let stream = listener.accept().await.unwrap();

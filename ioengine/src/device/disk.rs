@@ -43,6 +43,9 @@ pub struct DiskOptions {
     pub max_open_zones: u32,
     /// Emulated backends: active-zone limit (0: none).
     pub max_active_zones: u32,
+    /// Emulated backends: split writes larger than this (default: the device's limit; a
+    /// smaller value is used, a larger one is capped at the device's).
+    pub max_io_bytes: Option<u32>,
     /// Regular files: create the file with this size (space reserved with fallocate) when it
     /// does not exist.
     pub create_size_bytes: Option<u64>,
@@ -59,6 +62,7 @@ impl Default for DiskOptions {
             zone_capacity_bytes: None,
             max_open_zones: 0,
             max_active_zones: 0,
+            max_io_bytes: None,
             create_size_bytes: None,
             fresh: false,
         }
@@ -134,7 +138,11 @@ impl Disk {
             return Err(Error::Unaligned { what: "length", value: len as u64, align_bytes: block });
         }
         if !aligned(ptr as u64) {
-            return Err(Error::Unaligned { what: "buffer address", value: ptr as u64, align_bytes: block });
+            return Err(Error::Unaligned {
+                what: "buffer address",
+                value: ptr as u64,
+                align_bytes: block,
+            });
         }
         let end = offset.saturating_add(len as u64);
         if end > self.geometry.capacity_bytes() {
@@ -340,7 +348,8 @@ impl Device for Disk {
 fn open_direct(path: &Path, options: &DiskOptions) -> std::io::Result<OwnedFd> {
     let mut open = std::fs::OpenOptions::new();
     open.read(true).write(true).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
-    let is_block = std::fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+    let is_block =
+        std::fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
     if is_block {
         open.custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_EXCL);
     } else if options.create_size_bytes.is_some() {
@@ -398,6 +407,15 @@ fn emulated_geometry(
              than the zone size {zone}"
         ));
     }
+    let max_io_bytes = match options.max_io_bytes {
+        Some(wanted) if wanted == 0 || wanted % block_bytes != 0 => {
+            return Err(format!(
+                "max I/O size {wanted} is not a positive multiple of {block_bytes}"
+            ));
+        }
+        Some(wanted) => wanted.min(max_io_bytes),
+        None => max_io_bytes,
+    };
     let count = size_bytes / zone;
     if count == 0 {
         return Err(format!("size {size_bytes} bytes holds no zone of {zone} bytes"));
@@ -425,7 +443,11 @@ fn emulated_geometry(
     Ok((geometry, table))
 }
 
-fn emulated_file(_file: &OwnedFd, size_bytes: u64, options: &DiskOptions) -> Result<Opened, String> {
+fn emulated_file(
+    _file: &OwnedFd,
+    size_bytes: u64,
+    options: &DiskOptions,
+) -> Result<Opened, String> {
     emulated_geometry(
         DeviceKind::File,
         size_bytes,
@@ -442,10 +464,17 @@ fn emulated_block(
     options: &DiskOptions,
 ) -> Result<Opened, String> {
     let size = blkdev::size_bytes(file.as_fd()).map_err(|e| format!("BLKGETSIZE64 failed: {e}"))?;
-    let block = blkdev::logical_block_size(file.as_fd())
-        .map_err(|e| format!("BLKSSZGET failed: {e}"))?;
+    let block =
+        blkdev::logical_block_size(file.as_fd()).map_err(|e| format!("BLKSSZGET failed: {e}"))?;
     let max_io = max_io_bytes(attrs, block)?;
-    emulated_geometry(DeviceKind::Block, size, block, attrs.physical_block_size.max(block), max_io, options)
+    emulated_geometry(
+        DeviceKind::Block,
+        size,
+        block,
+        attrs.physical_block_size.max(block),
+        max_io,
+        options,
+    )
 }
 
 fn max_io_bytes(attrs: &sysfs::QueueAttrs, block: u32) -> Result<u32, String> {
@@ -466,19 +495,32 @@ fn zoned_block(file: &OwnedFd, attrs: &sysfs::QueueAttrs) -> Result<Opened, Stri
     }
     let zone_size = attrs.chunk_sectors * 512;
     if zone_size == 0 || !zone_size.is_power_of_two() {
-        return Err(format!("zone size (chunk_sectors {}) is not a power of two", attrs.chunk_sectors));
+        return Err(format!(
+            "zone size (chunk_sectors {}) is not a power of two",
+            attrs.chunk_sectors
+        ));
     }
-    let raw = blkdev::report_all_zones(file.as_fd()).map_err(|e| format!("zone report failed: {e}"))?;
+    let raw =
+        blkdev::report_all_zones(file.as_fd()).map_err(|e| format!("zone report failed: {e}"))?;
     if attrs.nr_zones != 0 && raw.len() != attrs.nr_zones as usize {
-        return Err(format!("zone report lists {} zones, sysfs nr_zones says {}", raw.len(), attrs.nr_zones));
+        return Err(format!(
+            "zone report lists {} zones, sysfs nr_zones says {}",
+            raw.len(),
+            attrs.nr_zones
+        ));
     }
     // A smaller trailing zone ("runt") is not used.
-    let full_zones: Vec<&RawZone> = raw.iter().filter(|z| z.len_sectors * 512 == zone_size).collect();
+    let full_zones: Vec<&RawZone> =
+        raw.iter().filter(|z| z.len_sectors * 512 == zone_size).collect();
     let mut zones = Vec::with_capacity(full_zones.len());
     for (i, z) in full_zones.iter().enumerate() {
         let expected_start = i as u64 * zone_size;
         if z.start_sector * 512 != expected_start {
-            return Err(format!("zone {i} starts at sector {}, expected {}", z.start_sector, expected_start / 512));
+            return Err(format!(
+                "zone {i} starts at sector {}, expected {}",
+                z.start_sector,
+                expected_start / 512
+            ));
         }
         zones.push(zone_from_raw(i as ZoneIndex, z));
     }

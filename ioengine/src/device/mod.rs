@@ -197,8 +197,11 @@ pub trait Device {
     fn flush(&self) -> impl Future<Output = Result<()>>;
 
     /// Runs a zone-management command.
-    fn zone_command(&self, zone: ZoneIndex, command: ZoneCommand)
-    -> impl Future<Output = Result<()>>;
+    fn zone_command(
+        &self,
+        zone: ZoneIndex,
+        command: ZoneCommand,
+    ) -> impl Future<Output = Result<()>>;
 
     /// Re-reads one zone's state from the device (after an error, the device is the truth).
     /// Emulated backends have nothing to re-read and return the cached state.

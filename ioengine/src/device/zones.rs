@@ -136,7 +136,11 @@ impl ZoneTable {
                 return Err(Error::ZoneFull { zone: index, capacity_end });
             }
             ZoneCondition::ReadOnly | ZoneCondition::Offline | ZoneCondition::NotWritePointer => {
-                return Err(Error::ZoneCondition { zone: index, condition: zone.condition, op: "write" });
+                return Err(Error::ZoneCondition {
+                    zone: index,
+                    condition: zone.condition,
+                    op: "write",
+                });
             }
             _ => {}
         }
@@ -195,16 +199,21 @@ impl ZoneTable {
     pub fn check_command(&self, zone: ZoneIndex, command: ZoneCommand) -> Result<()> {
         let z = self.zone_checked(zone)?;
         if z.zone_type == ZoneType::Conventional {
-            return Err(Error::ZoneCondition { zone, condition: z.condition, op: command_name(command) });
+            return Err(Error::ZoneCondition {
+                zone,
+                condition: z.condition,
+                op: command_name(command),
+            });
         }
         match (z.condition, command) {
-            (ZoneCondition::ReadOnly | ZoneCondition::Offline, _) => {
-                Err(Error::ZoneCondition { zone, condition: z.condition, op: command_name(command) })
-            }
-            (ZoneCondition::Full, ZoneCommand::Open) => Err(Error::ZoneFull {
+            (ZoneCondition::ReadOnly | ZoneCondition::Offline, _) => Err(Error::ZoneCondition {
                 zone,
-                capacity_end: z.start + z.capacity_bytes,
+                condition: z.condition,
+                op: command_name(command),
             }),
+            (ZoneCondition::Full, ZoneCommand::Open) => {
+                Err(Error::ZoneFull { zone, capacity_end: z.start + z.capacity_bytes })
+            }
             (ZoneCondition::Empty | ZoneCondition::Closed, ZoneCommand::Open) => {
                 let mut probe = self.clone();
                 probe.make_room_to_open(zone).map(|_| ())

@@ -71,7 +71,12 @@ pub async fn read_exact_at<B: IoBufMut + Unpin>(
 }
 
 /// Checks that `[start, start + len)` lies inside a buffer of `total` bytes.
-pub(crate) fn check_range(start: usize, len: usize, total: usize, what: &'static str) -> Result<()> {
+pub(crate) fn check_range(
+    start: usize,
+    len: usize,
+    total: usize,
+    what: &'static str,
+) -> Result<()> {
     match start.checked_add(len) {
         Some(end) if end <= total => Ok(()),
         _ => Err(Error::OutOfRange {

@@ -9,9 +9,8 @@ use crate::error::{Error, OpKind, Result};
 
 /// Completes after `duration`. Cancelled (its future dropped) it leaves nothing behind.
 pub async fn sleep(duration: Duration) -> Result<()> {
-    let timespec = Box::new(
-        types::Timespec::new().sec(duration.as_secs()).nsec(duration.subsec_nanos()),
-    );
+    let timespec =
+        Box::new(types::Timespec::new().sec(duration.as_secs()).nsec(duration.subsec_nanos()));
     let entry = opcode::Timeout::new(&raw const *timespec).build();
     // SAFETY: the timespec is boxed (stable address) and owned by the op.
     let (completion, _timespec) = unsafe { Op::run(timespec, entry) }.await;

@@ -67,7 +67,9 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
     syscall!(sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set))?;
     // SAFETY: CPU_ISSET reads the initialised set for an index below CPU_SETSIZE.
-    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
 }
 
 /// fallocate(2) on a regular file.
