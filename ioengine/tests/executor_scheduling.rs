@@ -1,6 +1,8 @@
 //! The executor and runtime: cross-thread wake-ups through the eventfd, messages between
 //! pinned cores, the foreground/background policy for tasks and for ring entries.
 
+#![allow(clippy::unwrap_used, reason = "tests: a failed step should panic with its error")]
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};

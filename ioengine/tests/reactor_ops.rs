@@ -2,6 +2,8 @@
 //! (O_DIRECT, registered buffers, RWF_DSYNC), short transfers, fsync, timers, and what
 //! happens to buffers when an operation's future is dropped while the kernel holds it.
 
+#![allow(clippy::unwrap_used, reason = "tests: a failed step should panic with its error")]
+
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -110,13 +112,11 @@ fn partial_pipe_reads_are_reported_as_short() {
     let core = Core::new(64).unwrap();
     core.block_on(async move {
         let (rx, tx) = pipe();
+        let data = [9u8; 10];
         // SAFETY: writes 10 bytes from a live array to a pipe we own.
-        assert_eq!(
-            unsafe {
-                libc::write(std::os::fd::AsRawFd::as_raw_fd(&tx), [9u8; 10].as_ptr().cast(), 10)
-            },
-            10
-        );
+        let n =
+            unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&tx), data.as_ptr().cast(), 10) };
+        assert_eq!(n, 10);
         let (res, buf) = op::read_at(&rx, Vec::with_capacity(100), 0, 100, u64::MAX).await;
         assert_eq!(res.unwrap(), 10);
         assert_eq!(buf, vec![9u8; 10]);
@@ -207,7 +207,7 @@ fn dropped_disk_write_still_writes_from_valid_memory() {
         let (res, back) =
             op::read_exact_at(&file, AlignedBuf::new(1 << 20, 4096), 0, 1 << 20, 0).await;
         res.unwrap();
-        let written = &back[..] == &pattern(1 << 20, 42)[..];
+        let written = back[..] == pattern(1 << 20, 42)[..];
         let untouched = back.iter().all(|&b| b == 0);
         assert!(written || untouched, "write from freed memory: neither the data nor zeroes");
     });

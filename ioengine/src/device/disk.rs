@@ -312,6 +312,11 @@ impl Device for Disk {
             _ => Ok(()),
         };
         match outcome {
+            // The device is the truth for what a command did: ZNS leaves an opened-then-closed
+            // empty zone Closed (still active) where ZBC makes it Empty.
+            Ok(()) if self.geometry.kind == DeviceKind::Zoned => {
+                self.refresh_zone(zone).await.map(|_| ())
+            }
             Ok(()) => self.table.borrow_mut().apply_command(zone, command),
             Err(err) => {
                 self.after_write_error(zone).await;

@@ -23,9 +23,6 @@ pub struct ZoneTable {
 pub struct WritePlan {
     /// The zone written.
     pub zone: ZoneIndex,
-    /// An implicitly open zone the write closed to stay under the open limit (the device does
-    /// the same on its own).
-    pub closed: Option<ZoneIndex>,
 }
 
 impl ZoneTable {
@@ -129,7 +126,7 @@ impl ZoneTable {
                     limit: capacity_end,
                 });
             }
-            return Ok(WritePlan { zone: index, closed: None });
+            return Ok(WritePlan { zone: index });
         }
         match zone.condition {
             ZoneCondition::Full => {
@@ -154,7 +151,9 @@ impl ZoneTable {
         if end > capacity_end {
             return Err(Error::ZoneFull { zone: index, capacity_end });
         }
-        let closed = if zone.condition.is_open() { None } else { self.make_room_to_open(index)? };
+        if !zone.condition.is_open() {
+            self.check_room_to_open(index)?;
+        }
         let zone = &mut self.zones[index as usize];
         zone.write_pointer = end;
         zone.condition = if end == capacity_end {
@@ -164,12 +163,16 @@ impl ZoneTable {
         } else {
             ZoneCondition::ImplicitOpen
         };
-        Ok(WritePlan { zone: index, closed })
+        Ok(WritePlan { zone: index })
     }
 
-    /// Checks the open and active limits before `zone` (Empty or Closed) opens; closes an
-    /// implicitly open zone when the open limit is reached, as devices do.
-    fn make_room_to_open(&mut self, zone: ZoneIndex) -> Result<Option<ZoneIndex>> {
+    /// Checks the open and active limits before `zone` (Empty or Closed) opens.
+    ///
+    /// Devices close an implicitly open zone on their own when a write needs an open
+    /// resource, but which one they pick differs (QEMU's ZNS takes the oldest, null_blk goes
+    /// round-robin). Rather than guess, the table refuses: the owner closes or finishes a zone
+    /// first, so the software state always matches the device.
+    fn check_room_to_open(&self, zone: ZoneIndex) -> Result<()> {
         let condition = self.zones[zone as usize].condition;
         if condition == ZoneCondition::Empty && self.max_active != 0 {
             let active = self.active_count();
@@ -177,22 +180,13 @@ impl ZoneTable {
                 return Err(Error::TooManyActiveZones { zone, active, max: self.max_active });
             }
         }
-        if self.max_open == 0 {
-            return Ok(None);
-        }
-        let open = self.open_count();
-        if open < self.max_open {
-            return Ok(None);
-        }
-        let victim = self.zones.iter().find(|z| z.condition == ZoneCondition::ImplicitOpen);
-        match victim {
-            Some(victim) => {
-                let victim = victim.index;
-                self.zones[victim as usize].condition = ZoneCondition::Closed;
-                Ok(Some(victim))
+        if self.max_open != 0 {
+            let open = self.open_count();
+            if open >= self.max_open {
+                return Err(Error::TooManyOpenZones { zone, open, max: self.max_open });
             }
-            None => Err(Error::TooManyOpenZones { zone, open, max: self.max_open }),
         }
+        Ok(())
     }
 
     /// Validates a zone-management command (before it is sent to a device).
@@ -215,8 +209,7 @@ impl ZoneTable {
                 Err(Error::ZoneFull { zone, capacity_end: z.start + z.capacity_bytes })
             }
             (ZoneCondition::Empty | ZoneCondition::Closed, ZoneCommand::Open) => {
-                let mut probe = self.clone();
-                probe.make_room_to_open(zone).map(|_| ())
+                self.check_room_to_open(zone)
             }
             _ => Ok(()),
         }
@@ -225,9 +218,6 @@ impl ZoneTable {
     /// Applies a zone-management command that the device (or the emulation) carried out.
     pub fn apply_command(&mut self, zone: ZoneIndex, command: ZoneCommand) -> Result<()> {
         self.check_command(zone, command)?;
-        if command == ZoneCommand::Open && !self.zones[zone as usize].condition.is_open() {
-            self.make_room_to_open(zone)?;
-        }
         let z = &mut self.zones[zone as usize];
         match command {
             ZoneCommand::Reset => {
@@ -323,7 +313,7 @@ mod tests {
     fn write_at_the_pointer_advances_it_and_opens_the_zone() {
         let mut t = table(0, 0);
         let plan = t.prepare_write(ZONE, 4096).unwrap();
-        assert_eq!(plan, WritePlan { zone: 1, closed: None });
+        assert_eq!(plan, WritePlan { zone: 1 });
         let z = t.zone(1);
         assert_eq!(z.write_pointer, ZONE + 4096);
         assert_eq!(z.condition, ZoneCondition::ImplicitOpen);
@@ -357,12 +347,14 @@ mod tests {
     }
 
     #[test]
-    fn open_limit_closes_an_implicit_zone_like_a_device() {
+    fn open_limit_refuses_instead_of_closing_a_zone_behind_the_owners_back() {
         let mut t = table(2, 0);
         t.prepare_write(0, 4096).unwrap();
         t.prepare_write(ZONE, 4096).unwrap();
-        let plan = t.prepare_write(2 * ZONE, 4096).unwrap();
-        assert_eq!(plan.closed, Some(0));
+        let err = t.prepare_write(2 * ZONE, 4096).unwrap_err();
+        assert!(matches!(err, Error::TooManyOpenZones { zone: 2, open: 2, max: 2 }), "{err:?}");
+        t.apply_command(0, ZoneCommand::Close).unwrap();
+        t.prepare_write(2 * ZONE, 4096).unwrap();
         assert_eq!(t.zone(0).condition, ZoneCondition::Closed);
         assert_eq!(t.open_count(), 2);
     }
