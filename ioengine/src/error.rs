@@ -69,10 +69,10 @@ pub enum Error {
     /// io_uring_setup failed with EPERM or ENOSYS while the sysctl allows it: a seccomp filter,
     /// a container runtime or an old kernel.
     #[error(
-        "io_uring_setup is not permitted here ({errno_name}); a seccomp filter or container \
-         policy blocks it, or the kernel lacks io_uring; fix: allow the io_uring_setup, \
-         io_uring_enter and io_uring_register system calls (systemd: SystemCallFilter=@io-uring \
-         ... is not enough if another filter denies them) and run Linux 6.1 or newer"
+        "io_uring_setup is not permitted here ({errno_name}): a seccomp filter or container \
+         policy blocks io_uring, or the kernel lacks it; fix: allow the io_uring_setup, \
+         io_uring_enter and io_uring_register system calls (systemd: SystemCallFilter=@aio; \
+         docker/podman: a seccomp profile that allows them) and run Linux 6.1 or newer"
     )]
     UringBlocked { errno_name: &'static str },
 

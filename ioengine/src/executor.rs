@@ -401,3 +401,16 @@ pub async fn yield_now() {
     })
     .await;
 }
+
+/// The ring features of the core running on this thread, if any.
+pub fn current_reactor_features() -> Option<crate::reactor::RingFeatures> {
+    current_reactor().ok().map(|reactor| reactor.features())
+}
+
+/// Registers `pool` with the ring of the core running on this thread.
+pub fn register_pool(pool: &crate::buf::BufPool) -> crate::buf::Registration {
+    match current_reactor() {
+        Ok(reactor) => reactor.register_pool(pool),
+        Err(_) => crate::buf::Registration::Unregistered,
+    }
+}

@@ -201,3 +201,43 @@ pub fn peer_addr(fd: &impl AsRawFd) -> io::Result<std::net::SocketAddr> {
     syscall!(getpeername(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len))?;
     to_socket_addr(&storage)
 }
+
+/// Signals that ask the daemon to stop.
+pub const TERMINATION_SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
+
+fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    syscall!(sigemptyset(&mut set))?;
+    for &signal in signals {
+        // SAFETY: `set` is a valid, initialised sigset_t.
+        syscall!(sigaddset(&mut set, signal))?;
+    }
+    Ok(set)
+}
+
+/// Blocks `signals` in the calling thread (and every thread it starts afterwards), so they
+/// can be taken synchronously with [`wait_for_signal`] instead of interrupting a core.
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals)?;
+    // SAFETY: `set` is initialised; the old mask is not asked for.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits until one of `signals` (blocked beforehand) arrives; returns its number.
+pub fn wait_for_signal(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals)?;
+    loop {
+        // SAFETY: `set` is initialised; no siginfo is asked for.
+        match syscall!(sigwaitinfo(&set, std::ptr::null_mut())) {
+            Ok(signal) => return Ok(signal),
+            Err(err) if err.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
