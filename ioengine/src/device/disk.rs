@@ -113,15 +113,6 @@ impl Disk {
         Ok(Disk { name, file: SharedFd::new(file), geometry, table: RefCell::new(table) })
     }
 
-    /// Sets an emulated zone's write pointer from the owner's recovery (see
-    /// [`DiskOptions::fresh`]). Not allowed on zoned devices, whose pointers are the device's.
-    pub fn restore_write_pointer(&self, zone: ZoneIndex, write_pointer: u64) -> Result<()> {
-        if self.geometry.kind == DeviceKind::Zoned {
-            return Err(Error::Unsupported { op: OpKind::Write });
-        }
-        self.table.borrow_mut().restore_write_pointer(zone, write_pointer)
-    }
-
     /// The open/active accounting, for tests and status output.
     pub fn open_and_active(&self) -> (u32, u32) {
         let table = self.table.borrow();
@@ -343,6 +334,15 @@ impl Device for Disk {
         let fresh = zone_from_raw(zone, raw);
         self.table.borrow_mut().set_zone(fresh);
         Ok(fresh)
+    }
+
+    /// See [`DiskOptions::fresh`]. Not allowed on zoned devices, whose pointers are the
+    /// device's.
+    fn restore_write_pointer(&self, zone: ZoneIndex, write_pointer: u64) -> Result<()> {
+        if self.geometry.kind == DeviceKind::Zoned {
+            return Err(Error::Unsupported { op: OpKind::Write });
+        }
+        self.table.borrow_mut().restore_write_pointer(zone, write_pointer)
     }
 
     fn name(&self) -> &str {

@@ -7,6 +7,7 @@
 //! over [`Device`], so the same code runs on a simulated device in tests.
 
 mod disk;
+pub mod sim;
 pub mod zones;
 
 use std::future::Future;
@@ -206,6 +207,14 @@ pub trait Device {
     /// Re-reads one zone's state from the device (after an error, the device is the truth).
     /// Emulated backends have nothing to re-read and return the cached state.
     fn refresh_zone(&self, zone: ZoneIndex) -> impl Future<Output = Result<Zone>>;
+
+    /// Sets an emulated zone's write pointer to what the owner recovered (emulated backends
+    /// start with every zone Full after a reopen). Zoned devices keep their own write
+    /// pointers and refuse.
+    fn restore_write_pointer(&self, zone: ZoneIndex, write_pointer: u64) -> Result<()> {
+        let _ = (zone, write_pointer);
+        Err(crate::Error::Unsupported { op: crate::OpKind::Write })
+    }
 
     /// Path or name, for messages.
     fn name(&self) -> &str;

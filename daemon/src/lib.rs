@@ -1,0 +1,6 @@
+//! The shingle daemon's library: the per-disk store (and, in later steps, the server). The
+//! `shingled` binary is a thin layer over it.
+
+#![forbid(unsafe_code)]
+
+pub mod store;

@@ -1,0 +1,817 @@
+//! Formatting a disk and opening one: the superblock, the newest valid checkpoint, then a
+//! sequential scan of only the log written after it. A torn tail (a batch that never became
+//! durable as a whole) is cut off; damage to acknowledged data is reported, never silently
+//! dropped; intact records around damage are kept.
+//!
+//! How the tail is found without one read per zone: the writer always opens the lowest-numbered
+//! empty zone, so the zones written since the checkpoint are the zone that was active then and
+//! the empty zones after it in ascending order; the scan stops at the first empty zone that has
+//! no fresh batch at its start.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ioengine::buf::AlignedBuf;
+use ioengine::checksum::{CHUNK_BYTES, crc32c};
+use ioengine::device::{Device, DeviceKind, ZoneCommand, ZoneIndex};
+use ioengine::op::WriteFlags;
+
+use super::format::{
+    self, BatchInfo, CHECKPOINT_ENTRY_BYTES, CHECKPOINT_OVERFLOW_BYTES, CHECKPOINT_ZONE_BYTES,
+    CheckpointEntry, CheckpointHeader, FormatError, Key, Location, OverflowEntry,
+    RECORD_HEADER_BYTES, RecordKind, SUPERBLOCK_COPIES, Superblock, ZONE_STATE_FINISHED, ZoneState,
+};
+use super::index::Index;
+use super::writer::{Writer, ZoneLog, batch_bytes_limit, batch_record_bytes};
+use super::{
+    FormatOptions, PIPELINE_DEPTH, Stats, Store, StoreConfig, StoreError, StoreResult, unix_ms,
+};
+
+/// Bytes read per I/O while scanning the log.
+const SCAN_READ_BYTES: usize = 4 << 20;
+
+/// What opening a disk found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Generation of the checkpoint loaded (None: none valid, the whole log was scanned).
+    pub checkpoint_generation: Option<u64>,
+    /// The checkpoint was written at a clean shutdown.
+    pub checkpoint_clean: bool,
+    /// Entries loaded from the checkpoint.
+    pub checkpoint_entries: u64,
+    /// Log bytes scanned after the checkpoint.
+    pub scanned_bytes: u64,
+    /// Records found in the scanned tail.
+    pub tail_records: u64,
+    /// Torn (never acknowledged) regions cut off or skipped.
+    pub torn_regions: u64,
+    /// Damaged regions of acknowledged data (reported as errors; intact records kept).
+    pub corrupt_regions: u64,
+    /// Records of damaged regions that could not be read (their keys may be lost).
+    pub lost_records_possible: u64,
+    /// Problems worth an operator's attention, one line each.
+    pub warnings: Vec<String>,
+    /// Milliseconds the recovery took.
+    pub duration_ms: u64,
+}
+
+/// A record found by the tail scan.
+#[derive(Debug, Clone, Copy)]
+struct TailRecord {
+    seq: u64,
+    kind: RecordKind,
+    key: Key,
+    location: Location,
+}
+
+/// Formats `disk` as an empty shingle disk. Refuses a disk that holds a shingle superblock
+/// unless `force`.
+pub async fn format<D: Device>(
+    disk: &D,
+    options: &FormatOptions,
+    force: bool,
+) -> StoreResult<Superblock> {
+    let name = disk.name().to_string();
+    let cannot = |reason: String| StoreError::CannotFormat { disk: name.clone(), reason };
+    let g = disk.geometry().clone();
+    if g.zone_count < 4 {
+        return Err(cannot(format!("{} zones; shingle needs at least 4", g.zone_count)));
+    }
+    let block = g.logical_block_bytes as usize;
+    let min_capacity = disk.zones().iter().map(|z| z.capacity_bytes).min().unwrap_or(0);
+    let limit = batch_bytes_limit(options.value_bytes_max, block) as u64;
+    if options.value_bytes_max == 0
+        || options.value_bytes_max > format::VALUE_BYTES_FORMAT_MAX
+        || limit > min_capacity
+    {
+        return Err(cannot(format!(
+            "value limit {} needs batches of {limit} bytes; the smallest zone holds {min_capacity}",
+            options.value_bytes_max
+        )));
+    }
+    if !force {
+        if let Ok(existing) = read_superblock(disk).await {
+            return Err(cannot(format!(
+                "it holds a shingle superblock (disk {}); format with force to erase it",
+                uuid_hex(&existing.disk_uuid)
+            )));
+        }
+    }
+    let per_set = match options.checkpoint_zones_per_set {
+        0 => checkpoint_zones_for(&g, min_capacity),
+        n => n,
+    };
+    if 1 + 2 * per_set >= g.zone_count {
+        return Err(cannot(format!("{per_set} checkpoint zones per set leave no data zone")));
+    }
+    let superblock = Superblock {
+        disk_uuid: random_bytes(),
+        created_unix_ms: unix_ms(),
+        block_bytes: g.logical_block_bytes,
+        zone_size_bytes: g.zone_size_bytes,
+        zone_count: g.zone_count,
+        checkpoint_zones_per_set: per_set,
+        tag_seed: random_bytes(),
+        value_bytes_max: options.value_bytes_max,
+    };
+    for zone in disk.zones() {
+        if zone.zone_type != ioengine::device::ZoneType::Conventional
+            && zone.condition != ioengine::device::ZoneCondition::Empty
+        {
+            disk.zone_command(zone.index, ZoneCommand::Reset).await.map_err(|e| io(&name, e))?;
+        }
+    }
+    let mut buf = AlignedBuf::new(block * SUPERBLOCK_COPIES, block.max(4096));
+    for copy in 0..SUPERBLOCK_COPIES {
+        buf.pad_to(copy * block);
+        buf.extend_from_slice(&superblock.encode());
+    }
+    buf.pad_to(block * SUPERBLOCK_COPIES);
+    let (res, _) = disk.write_at(0, buf, WriteFlags::DSYNC).await;
+    res.map_err(|e| io(&name, e))?;
+    disk.flush().await.map_err(|e| io(&name, e))?;
+    Ok(superblock)
+}
+
+/// Zones per checkpoint set: room for one 20-byte entry per 4 KiB of data space, at least 1,
+/// at most an eighth of the disk.
+fn checkpoint_zones_for(g: &ioengine::device::Geometry, zone_capacity: u64) -> u32 {
+    let data_bytes = g.capacity_bytes();
+    let entries = data_bytes / 4096;
+    let bytes = entries * CHECKPOINT_ENTRY_BYTES as u64
+        + u64::from(g.zone_count) * CHECKPOINT_ZONE_BYTES as u64
+        + 4096;
+    let zones = bytes.div_ceil(zone_capacity.max(1)) as u32;
+    zones.clamp(1, (g.zone_count / 8).max(1))
+}
+
+fn io(name: &str, source: ioengine::Error) -> StoreError {
+    match source {
+        ioengine::Error::NoSpace { .. } => StoreError::NoSpace { disk: name.to_string() },
+        source => StoreError::Io { disk: name.to_string(), source },
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).expect("the kernel's random source is available");
+    out
+}
+
+/// Lowercase hex of a disk uuid.
+pub fn uuid_hex(uuid: &[u8; 16]) -> String {
+    uuid.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the superblock: the first copy that decodes wins.
+pub async fn read_superblock<D: Device>(disk: &D) -> StoreResult<Superblock> {
+    let name = disk.name().to_string();
+    let block = disk.geometry().logical_block_bytes as usize;
+    let len = block * SUPERBLOCK_COPIES;
+    let (res, buf) = disk.read_at(0, AlignedBuf::new(len, block.max(4096)), len).await;
+    res.map_err(|e| io(&name, e))?;
+    let mut first_error = None;
+    for copy in 0..SUPERBLOCK_COPIES {
+        match Superblock::decode(&buf[copy * block..]) {
+            Ok(sb) => return Ok(sb),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    Err(StoreError::NotFormatted {
+        disk: name,
+        detail: first_error.unwrap_or(FormatError::Truncated {
+            what: "superblock",
+            len: 0,
+            needed: 1,
+        }),
+    })
+}
+
+impl<D: Device + 'static> Store<D> {
+    /// Opens a formatted disk: loads the newest checkpoint, scans the tail, restores write
+    /// pointers, and starts the disk's committer on the current core.
+    pub async fn open(disk: D, config: StoreConfig) -> StoreResult<Rc<Store<D>>> {
+        let started = std::time::Instant::now();
+        let name = disk.name().to_string();
+        let superblock = read_superblock(&disk).await?;
+        check_geometry(&disk, &superblock)?;
+        let block = superblock.block_bytes as usize;
+        let mut report = RecoveryReport::default();
+        let zone_count = superblock.zone_count as usize;
+        let mut zones: Vec<ZoneLog> = (0..zone_count)
+            .map(|z| ZoneLog {
+                capacity_bytes: disk.zone(z as u32).capacity_bytes,
+                ..ZoneLog::default()
+            })
+            .collect();
+        let mut index = Index::new(superblock.tag_seed);
+        let checkpoint =
+            load_checkpoint(&disk, &superblock, &mut index, &mut zones, &mut report).await?;
+        let (covered_seq, mut next_seq) =
+            checkpoint.map(|h| (h.covered_seq, h.next_seq)).unwrap_or((0, 1));
+
+        let store = Rc::new(Store {
+            name: name.clone(),
+            disk,
+            config,
+            block_bytes: block,
+            index: std::cell::RefCell::new(index),
+            writer: Writer::new(Vec::new(), superblock.first_data_zone(), None, 1, block),
+            superblock,
+            busy_keys: Default::default(),
+            stats: Stats::default(),
+            recovery: RecoveryReport::default(),
+            closed: std::cell::Cell::new(false),
+            checkpointing: std::cell::Cell::new(false),
+            checkpoint_generation: std::cell::Cell::new(
+                checkpoint.map(|h| h.generation).unwrap_or(0),
+            ),
+        });
+        let tail = store.scan_tail(&mut zones, covered_seq, &mut report).await?;
+        let mut store = match Rc::try_unwrap(store) {
+            Ok(store) => store,
+            Err(_) => unreachable!("no task holds the store during recovery"),
+        };
+        if let Some(max_seq) = tail.iter().map(|r| r.seq).max() {
+            next_seq = next_seq.max(max_seq + 1);
+        }
+        store.apply_tail(&tail).await?;
+        store.restore_zones(&mut zones).await?;
+        let active = choose_active(&zones, store.superblock.first_data_zone());
+        recompute_live(&store.index.borrow(), &mut zones, &store.stats);
+        let store_zones = zones;
+        store.writer =
+            Writer::new(store_zones, store.superblock.first_data_zone(), active, next_seq, block);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        store.recovery = report;
+        let store = Rc::new(store);
+        ioengine::executor::register_pool(store.writer.pool());
+        ioengine::spawn(store.clone().run_committer()).detach();
+        tracing::info!(
+            disk = %name,
+            keys = store.len(),
+            checkpoint = ?store.recovery.checkpoint_generation,
+            tail_records = store.recovery.tail_records,
+            scanned_bytes = store.recovery.scanned_bytes,
+            ms = store.recovery.duration_ms,
+            "disk recovered"
+        );
+        for warning in &store.recovery.warnings {
+            tracing::warn!(disk = %name, "{warning}");
+        }
+        Ok(store)
+    }
+
+    /// Applies tail records in sequence order, resolving which key owns a tag on disk when
+    /// the tag was not set by the tail itself.
+    async fn apply_tail(&self, tail: &[TailRecord]) -> StoreResult<()> {
+        let mut tail_owner: HashMap<u64, Key> = HashMap::new();
+        for record in tail {
+            let tag = self.index.borrow().tag(&record.key);
+            let candidates = self.index.borrow().candidates(&record.key);
+            let exact = candidates.exact.is_some();
+            let tag_is_key = match candidates.by_tag {
+                None => false,
+                Some(location) => match tail_owner.get(&tag) {
+                    Some(owner) => *owner == record.key,
+                    None => {
+                        let (header, ..) = self.read_header_any(location).await?;
+                        header == Some(record.key)
+                    }
+                },
+            };
+            let mut index = self.index.borrow_mut();
+            match record.kind {
+                RecordKind::Block => {
+                    let free = candidates.by_tag.is_none();
+                    index.insert(&record.key, record.location, tag_is_key || free);
+                    if tag_is_key || free {
+                        tail_owner.insert(tag, record.key);
+                    }
+                }
+                RecordKind::Tombstone => {
+                    if exact {
+                        index.remove_exact(&record.key);
+                    } else if tag_is_key {
+                        index.remove_tag(&record.key);
+                        tail_owner.remove(&tag);
+                    }
+                }
+                RecordKind::Padding | RecordKind::Batch => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of the record at `location`, if its header is readable.
+    async fn read_header_any(&self, location: Location) -> StoreResult<(Option<Key>, ())> {
+        let head = format::value_offset(location.value_len);
+        let (buf, at) = self.read_span(location.zone, u64::from(location.offset), head).await?;
+        Ok((
+            format::decode_header(&buf[at..], self.superblock.value_bytes_max).ok().map(|h| h.key),
+            (),
+        ))
+    }
+
+    /// Scans the zones written since the checkpoint; returns their records in sequence order
+    /// and sets each zone's write offset to the end of its valid log.
+    async fn scan_tail(
+        &self,
+        zones: &mut [ZoneLog],
+        covered_seq: u64,
+        report: &mut RecoveryReport,
+    ) -> StoreResult<Vec<TailRecord>> {
+        let first = self.superblock.first_data_zone() as usize;
+        let mut tail = Vec::new();
+        // The zones that were active (partly written, not finished) at the checkpoint.
+        let partial: Vec<usize> = (first..zones.len())
+            .filter(|&z| {
+                !zones[z].finished
+                    && zones[z].write_offset > 0
+                    && zones[z].write_offset < zones[z].capacity_bytes
+            })
+            .collect();
+        for z in partial {
+            let start = zones[z].write_offset;
+            let end = self.scan_zone(z as ZoneIndex, start, covered_seq, &mut tail, report).await?;
+            zones[z].write_offset = end;
+        }
+        // Then the empty zones, in the order the writer opens them.
+        for z in first..zones.len() {
+            if zones[z].finished || zones[z].write_offset != 0 {
+                continue;
+            }
+            let end = self.scan_zone(z as ZoneIndex, 0, covered_seq, &mut tail, report).await?;
+            zones[z].write_offset = end;
+            if end == 0 {
+                break;
+            }
+        }
+        tail.sort_by_key(|r| r.seq);
+        report.tail_records = tail.len() as u64;
+        Ok(tail)
+    }
+
+    /// Scans one zone from `start`; returns where its valid log ends.
+    async fn scan_zone(
+        &self,
+        zone: ZoneIndex,
+        start: u64,
+        mut last_seq: u64,
+        tail: &mut Vec<TailRecord>,
+        report: &mut RecoveryReport,
+    ) -> StoreResult<u64> {
+        let capacity = self.disk.zone(zone).capacity_bytes;
+        let block = self.block_bytes as u64;
+        let limit = batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes) as u64;
+        let resync_window = limit * (PIPELINE_DEPTH as u64 + 1);
+        let mut window = ScanWindow::new(self, zone, capacity);
+        let mut pos = start;
+        let mut max_acked = start;
+        while pos + block <= capacity {
+            match window.batch_at(pos, last_seq, limit).await? {
+                Some(batch) => {
+                    last_seq = batch.last_seq;
+                    max_acked = max_acked.max(batch.info.acked_end);
+                    tail.extend(batch.records);
+                    pos += batch.info.batch_bytes;
+                }
+                None => {
+                    // Not a valid batch: torn, damaged, or the end of the log. Look for a
+                    // later valid batch within what could have been in flight.
+                    let mut found = None;
+                    let mut q = pos + block;
+                    while q + block <= capacity && q < pos + resync_window {
+                        if let Some(batch) = window.batch_at(q, last_seq, limit).await? {
+                            found = Some((q, batch));
+                            break;
+                        }
+                        q += block;
+                    }
+                    let Some((q, batch)) = found else {
+                        if max_acked > pos {
+                            report.corrupt_regions += 1;
+                            report.warnings.push(format!(
+                                "zone {zone}: acknowledged log up to offset {max_acked} ends at {pos}: data lost"
+                            ));
+                        } else if pos != start || start != 0 {
+                            report.torn_regions += u64::from(window.looks_written(pos).await?);
+                        }
+                        break;
+                    };
+                    if batch.info.acked_end > pos {
+                        report.corrupt_regions += 1;
+                        let salvaged = window.salvage(pos, q, last_seq, tail).await?;
+                        report.warnings.push(format!(
+                            "zone {zone}: damaged acknowledged log at offsets {pos}..{q}; {salvaged} intact records kept"
+                        ));
+                        report.lost_records_possible += 1;
+                    } else {
+                        report.torn_regions += 1;
+                    }
+                    pos = q;
+                }
+            }
+        }
+        report.scanned_bytes += window.read_bytes;
+        Ok(pos)
+    }
+
+    /// Restores each zone's write pointer on emulated devices, and finishes partly written
+    /// zones other than the one the writer continues (zoned devices limit active zones).
+    async fn restore_zones(&self, zones: &mut [ZoneLog]) -> StoreResult<()> {
+        let first = self.superblock.first_data_zone() as usize;
+        let active = choose_active(zones, first as u32);
+        let zoned = self.disk.geometry().kind == DeviceKind::Zoned;
+        for z in first..zones.len() {
+            let zone = z as ZoneIndex;
+            let start = self.disk.geometry().zone_start(zone);
+            if zoned {
+                let device = self.disk.refresh_zone(zone).await.map_err(|e| self.io(e))?;
+                // Garbage past the log (a torn write that moved the pointer) is skipped.
+                let device_offset = device.write_pointer - start;
+                if device_offset > zones[z].write_offset {
+                    zones[z].write_offset = device_offset;
+                }
+                if device.condition == ioengine::device::ZoneCondition::Full {
+                    zones[z].finished = true;
+                }
+            } else {
+                let write_pointer = start + zones[z].write_offset.min(zones[z].capacity_bytes);
+                self.disk.restore_write_pointer(zone, write_pointer).map_err(|e| self.io(e))?;
+            }
+            zones[z].acked_end = zones[z].write_offset;
+            let partly = zones[z].write_offset > 0 && !zones[z].finished;
+            if partly && Some(zone) != active {
+                zones[z].finished = true;
+                if let Err(err) = self.disk.zone_command(zone, ZoneCommand::Finish).await {
+                    tracing::warn!(disk = %self.name, zone, error = %err, "finishing a partly written zone failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The zone the writer continues: the partly written, unfinished zone with the highest index.
+fn choose_active(zones: &[ZoneLog], first: u32) -> Option<ZoneIndex> {
+    (first as usize..zones.len())
+        .rev()
+        .find(|&z| {
+            zones[z].write_offset > 0
+                && !zones[z].finished
+                && zones[z].write_offset < zones[z].capacity_bytes
+        })
+        .map(|z| z as ZoneIndex)
+}
+
+fn recompute_live(index: &Index, zones: &mut [ZoneLog], stats: &Stats) {
+    for z in zones.iter_mut() {
+        z.live_bytes = 0;
+    }
+    let mut live_values = 0u64;
+    for location in index.locations() {
+        if let Some(z) = zones.get_mut(location.zone as usize) {
+            z.live_bytes += format::record_bytes(location.value_len) as u64;
+        }
+        live_values += u64::from(location.value_len);
+    }
+    stats.live_value_bytes.set(live_values);
+}
+
+fn check_geometry<D: Device>(disk: &D, sb: &Superblock) -> StoreResult<()> {
+    let g = disk.geometry();
+    let mismatch =
+        |detail: String| StoreError::GeometryMismatch { disk: disk.name().to_string(), detail };
+    if g.logical_block_bytes != sb.block_bytes {
+        return Err(mismatch(format!(
+            "block size {} on the device, {} in the superblock",
+            g.logical_block_bytes, sb.block_bytes
+        )));
+    }
+    if g.zone_size_bytes != sb.zone_size_bytes {
+        return Err(mismatch(format!(
+            "zone size {} on the device, {} in the superblock",
+            g.zone_size_bytes, sb.zone_size_bytes
+        )));
+    }
+    if g.zone_count < sb.zone_count {
+        return Err(mismatch(format!(
+            "{} zones on the device, {} in the superblock",
+            g.zone_count, sb.zone_count
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the newest checkpoint whose header and body verify. Returns its header.
+async fn load_checkpoint<D: Device>(
+    disk: &D,
+    sb: &Superblock,
+    index: &mut Index,
+    zones: &mut [ZoneLog],
+    report: &mut RecoveryReport,
+) -> StoreResult<Option<CheckpointHeader>> {
+    let name = disk.name().to_string();
+    let block = sb.block_bytes as usize;
+    let mut headers = Vec::new();
+    for set in 0..2 {
+        let zone = sb.checkpoint_set_start(set);
+        let offset = disk.geometry().zone_start(zone);
+        let (res, buf) = disk.read_at(offset, AlignedBuf::new(block, block.max(4096)), block).await;
+        if res.is_err() {
+            report.warnings.push(format!("checkpoint set {set}: header unreadable"));
+            continue;
+        }
+        if let Ok(header) = CheckpointHeader::decode(&buf) {
+            headers.push((header, set));
+        }
+    }
+    headers.sort_by_key(|(h, _)| std::cmp::Reverse(h.generation));
+    for (header, set) in headers {
+        match read_checkpoint_body(disk, sb, set, &header).await {
+            Ok(body) => {
+                apply_checkpoint(sb, &header, &body, index, zones);
+                report.checkpoint_generation = Some(header.generation);
+                report.checkpoint_clean = header.clean;
+                report.checkpoint_entries = header.entry_count + u64::from(header.overflow_count);
+                return Ok(Some(header));
+            }
+            Err(err) => report
+                .warnings
+                .push(format!("checkpoint {} in set {set} unusable: {err}", header.generation)),
+        }
+    }
+    let _ = name;
+    Ok(None)
+}
+
+async fn read_checkpoint_body<D: Device>(
+    disk: &D,
+    sb: &Superblock,
+    set: u32,
+    header: &CheckpointHeader,
+) -> StoreResult<Vec<u8>> {
+    let name = disk.name().to_string();
+    let block = sb.block_bytes as usize;
+    let total = block as u64 + header.body_bytes.next_multiple_of(block as u64);
+    let first = sb.checkpoint_set_start(set);
+    let capacity: u64 =
+        (first..first + sb.checkpoint_zones_per_set).map(|z| disk.zone(z).capacity_bytes).sum();
+    if total > capacity {
+        return Err(StoreError::Corrupt {
+            disk: name,
+            zone: first,
+            offset: 0,
+            detail: format!("checkpoint of {total} bytes exceeds its set"),
+        });
+    }
+    let mut body = Vec::with_capacity(header.body_bytes as usize);
+    let mut remaining = total;
+    let mut zone = first;
+    let mut zone_offset = 0u64;
+    let mut skip = block as u64;
+    while remaining > 0 {
+        let cap = disk.zone(zone).capacity_bytes;
+        if zone_offset == cap {
+            zone += 1;
+            zone_offset = 0;
+            continue;
+        }
+        let chunk = (SCAN_READ_BYTES as u64).min(remaining).min(cap - zone_offset) as usize;
+        let offset = disk.geometry().zone_start(zone) + zone_offset;
+        let (res, buf) = disk.read_at(offset, AlignedBuf::new(chunk, block.max(4096)), chunk).await;
+        res.map_err(|e| io(&name, e))?;
+        let from = skip.min(chunk as u64) as usize;
+        skip -= from as u64;
+        body.extend_from_slice(&buf[from..]);
+        remaining -= chunk as u64;
+        zone_offset += chunk as u64;
+    }
+    body.truncate(header.body_bytes as usize);
+    let got = crc32c(&body);
+    if got != header.body_crc {
+        return Err(StoreError::Checksum {
+            disk: name,
+            zone: first,
+            offset: block as u64,
+            detail: FormatError::ChecksumMismatch {
+                what: "checkpoint body",
+                expected: header.body_crc,
+                got,
+            },
+        });
+    }
+    Ok(body)
+}
+
+fn apply_checkpoint(
+    sb: &Superblock,
+    header: &CheckpointHeader,
+    body: &[u8],
+    index: &mut Index,
+    zones: &mut [ZoneLog],
+) {
+    let mut at = 0;
+    for _ in 0..header.zone_count {
+        if let Ok(state) = ZoneState::decode(&body[at..]) {
+            if let Some(z) = zones.get_mut(state.zone as usize) {
+                if state.zone >= sb.first_data_zone() {
+                    z.write_offset = state.write_offset.min(z.capacity_bytes);
+                    z.acked_end = z.write_offset;
+                    z.live_bytes = state.live_bytes;
+                    z.finished = state.flags & ZONE_STATE_FINISHED != 0;
+                }
+            }
+        }
+        at += CHECKPOINT_ZONE_BYTES;
+    }
+    for _ in 0..header.entry_count {
+        if let Ok(entry) = CheckpointEntry::decode(&body[at..]) {
+            index.push_sorted(entry.tag, entry.location);
+        }
+        at += CHECKPOINT_ENTRY_BYTES;
+    }
+    for _ in 0..header.overflow_count {
+        if let Ok(entry) = OverflowEntry::decode(&body[at..]) {
+            index.insert_overflow(entry.key, entry.location);
+        }
+        at += CHECKPOINT_OVERFLOW_BYTES;
+    }
+}
+
+/// A batch the scanner accepted.
+struct ScannedBatch {
+    info: BatchInfo,
+    last_seq: u64,
+    records: Vec<TailRecord>,
+}
+
+/// A sliding read window over one zone for the scanner.
+struct ScanWindow<'a, D: Device + 'static> {
+    store: &'a Store<D>,
+    zone: ZoneIndex,
+    capacity: u64,
+    buf: Option<AlignedBuf>,
+    buf_start: u64,
+    read_bytes: u64,
+}
+
+impl<'a, D: Device + 'static> ScanWindow<'a, D> {
+    fn new(store: &'a Store<D>, zone: ZoneIndex, capacity: u64) -> Self {
+        ScanWindow { store, zone, capacity, buf: None, buf_start: 0, read_bytes: 0 }
+    }
+
+    /// The bytes `[pos, pos + len)` of the zone (clipped to the capacity).
+    async fn bytes(&mut self, pos: u64, len: usize) -> StoreResult<&[u8]> {
+        let end = (pos + len as u64).min(self.capacity);
+        let have = self
+            .buf
+            .as_ref()
+            .is_some_and(|b| pos >= self.buf_start && end <= self.buf_start + b.len() as u64);
+        if !have {
+            let block = self.store.block_bytes as u64;
+            let start = pos / block * block;
+            let want =
+                ((end - start) as usize).max(SCAN_READ_BYTES).next_multiple_of(block as usize);
+            let want = want.min((self.capacity - start) as usize);
+            let (buf, at) = self.store.read_span(self.zone, start, want).await?;
+            debug_assert_eq!(at, 0);
+            self.read_bytes += want as u64;
+            self.buf = Some(buf);
+            self.buf_start = start;
+        }
+        let buf = self.buf.as_ref().expect("filled above");
+        let from = (pos - self.buf_start) as usize;
+        Ok(&buf[from..from + (end - pos) as usize])
+    }
+
+    /// The batch at `pos` if it is whole and valid (every record verified) with sequence
+    /// numbers above `last_seq`.
+    async fn batch_at(
+        &mut self,
+        pos: u64,
+        last_seq: u64,
+        limit: u64,
+    ) -> StoreResult<Option<ScannedBatch>> {
+        let vmax = self.store.superblock.value_bytes_max;
+        let block = self.store.block_bytes as u64;
+        let head = batch_record_bytes();
+        let capacity = self.capacity;
+        let bytes = self.bytes(pos, head).await?;
+        let Ok(header) = format::decode_header(bytes, vmax) else { return Ok(None) };
+        if header.kind != RecordKind::Batch || header.seq <= last_seq {
+            return Ok(None);
+        }
+        let Ok(info) = BatchInfo::decode(&bytes[format::value_offset(header.value_len)..]) else {
+            return Ok(None);
+        };
+        if info.batch_bytes == 0
+            || info.batch_bytes % block != 0
+            || info.batch_bytes > limit
+            || pos + info.batch_bytes > capacity
+        {
+            return Ok(None);
+        }
+        if !verify_value(bytes, header.value_len) {
+            return Ok(None);
+        }
+        let batch_end = pos + info.batch_bytes;
+        let mut at = pos + head as u64;
+        let mut seq = header.seq;
+        let mut records = Vec::new();
+        while at + RECORD_HEADER_BYTES as u64 <= batch_end {
+            let Some((record, len)) = self.record_at(at, seq).await? else { return Ok(None) };
+            if let Some(record) = record {
+                seq = record.seq;
+                records.push(record);
+            }
+            at += len;
+        }
+        if records.len() != info.record_count as usize {
+            return Ok(None);
+        }
+        Ok(Some(ScannedBatch { info, last_seq: seq, records }))
+    }
+
+    /// The record at `at` (None inside: padding), with its length; None if invalid.
+    async fn record_at(
+        &mut self,
+        at: u64,
+        last_seq: u64,
+    ) -> StoreResult<Option<(Option<TailRecord>, u64)>> {
+        let vmax = self.store.superblock.value_bytes_max;
+        let head = self.bytes(at, RECORD_HEADER_BYTES).await?;
+        let Ok(span) = format::header_span(head, vmax) else { return Ok(None) };
+        let head = self.bytes(at, span).await?;
+        let Ok(header) = format::decode_header(head, vmax) else { return Ok(None) };
+        if header.kind == RecordKind::Padding {
+            let len = (RECORD_HEADER_BYTES + header.value_len as usize) as u64;
+            return Ok(Some((None, len)));
+        }
+        if header.seq <= last_seq
+            || !matches!(header.kind, RecordKind::Block | RecordKind::Tombstone)
+        {
+            return Ok(None);
+        }
+        let len = format::record_bytes(header.value_len);
+        let whole = self.bytes(at, len).await?;
+        if whole.len() < len || !verify_value(whole, header.value_len) {
+            return Ok(None);
+        }
+        let location = Location {
+            zone: self.zone,
+            offset: u32::try_from(at).expect("zone offsets fit u32"),
+            value_len: header.value_len,
+        };
+        Ok(Some((
+            Some(TailRecord { seq: header.seq, kind: header.kind, key: header.key, location }),
+            len as u64,
+        )))
+    }
+
+    /// Keeps the intact records of a damaged region: any valid record header at 8-byte
+    /// alignment whose value verifies. Returns how many were kept.
+    async fn salvage(
+        &mut self,
+        from: u64,
+        to: u64,
+        last_seq: u64,
+        tail: &mut Vec<TailRecord>,
+    ) -> StoreResult<usize> {
+        let mut kept = 0;
+        let mut at = from;
+        while at + RECORD_HEADER_BYTES as u64 <= to {
+            match self.record_at(at, last_seq).await? {
+                Some((Some(record), len)) if at + len <= to => {
+                    tail.push(record);
+                    kept += 1;
+                    at += len;
+                }
+                _ => at += format::RECORD_ALIGN_BYTES as u64,
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Whether the block at `pos` holds anything but zeroes (a torn write, not a clean end).
+    async fn looks_written(&mut self, pos: u64) -> StoreResult<bool> {
+        let block = self.store.block_bytes;
+        if pos + block as u64 > self.capacity {
+            return Ok(false);
+        }
+        Ok(self.bytes(pos, block).await?.iter().any(|&b| b != 0 && b != 0xFF))
+    }
+}
+
+/// Whether every chunk of the record's value matches its stored checksum.
+fn verify_value(record: &[u8], value_len: u32) -> bool {
+    let start = format::value_offset(value_len);
+    let Some(value) = record.get(start..start + value_len as usize) else { return false };
+    value
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .all(|(i, chunk)| format::verify_chunk(record, i, chunk).is_ok())
+}

@@ -1,0 +1,656 @@
+//! The write path: PUT and DELETE, packed into batches (group commit), written durably in
+//! order, acknowledged in order, and applied to the index only once acknowledged.
+//!
+//! A request encodes its record straight into the open batch's aligned buffer (one copy of the
+//! value) and waits. The disk's committer task seals the open batch whenever fewer than
+//! [`PIPELINE_DEPTH`] batches are in flight: while the device is busy, requests pile into the
+//! next batch, so concurrent PUTs share one write and one flush (RWF_DSYNC, FUA on devices that
+//! have it). A batch is acknowledged when its write and every earlier batch's write completed;
+//! only then are its records applied to the index and its requests answered.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use ioengine::buf::{AlignedBuf, BufPool, PoolConfig, PooledBuf};
+use ioengine::device::{Device, ZoneCommand, ZoneIndex};
+use ioengine::op::WriteFlags;
+
+use super::format::{
+    self, BATCH_INFO_BYTES, BatchInfo, KEY_BYTES, Key, Location, RECORD_HEADER_BYTES, RecordKind,
+};
+use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult};
+
+/// Bytes of the batch record that opens every batch.
+pub(super) fn batch_record_bytes() -> usize {
+    format::record_bytes(BATCH_INFO_BYTES as u32)
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Sealed (or still open), not yet durable.
+    Pending,
+    /// Written durably, waiting for earlier batches.
+    Written,
+    /// Durable and acknowledged: its records are in the index.
+    Acked,
+    /// Not durable: every request in it fails with this.
+    Failed(Rc<StoreError>),
+}
+
+/// Shared between a batch's requests and the committer.
+struct BatchShared {
+    outcome: RefCell<Outcome>,
+    waiters: RefCell<Vec<Waker>>,
+    zone: Cell<ZoneIndex>,
+    start: Cell<u64>,
+}
+
+impl BatchShared {
+    fn set(&self, outcome: Outcome) {
+        *self.outcome.borrow_mut() = outcome;
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    async fn wait(&self) -> StoreResult<()> {
+        std::future::poll_fn(|cx| match &*self.outcome.borrow() {
+            Outcome::Acked => Poll::Ready(Ok(())),
+            Outcome::Failed(err) => Poll::Ready(Err(clone_error(err))),
+            Outcome::Pending | Outcome::Written => {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A store error handed to every request of a failed batch.
+fn clone_error(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::NoSpace { disk } => StoreError::NoSpace { disk: disk.clone() },
+        StoreError::ReadOnly { disk, reason } => {
+            StoreError::ReadOnly { disk: disk.clone(), reason: reason.clone() }
+        }
+        other => StoreError::Corrupt {
+            disk: String::new(),
+            zone: 0,
+            offset: 0,
+            detail: format!("batch write failed: {other}"),
+        },
+    }
+}
+
+/// An index change to apply when the batch is acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct IndexChange {
+    kind: RecordKind,
+    key: Key,
+    /// Offset of the record in the batch.
+    position: usize,
+    value_len: u32,
+    /// The key's tag slot holds another key (the new entry goes to overflow).
+    tag_taken_by_other: bool,
+    /// The live block this change replaces or deletes.
+    old: Option<Location>,
+}
+
+enum BatchBuf {
+    Pooled(PooledBuf),
+    Owned(AlignedBuf),
+}
+
+impl BatchBuf {
+    fn buf(&mut self) -> &mut AlignedBuf {
+        match self {
+            BatchBuf::Pooled(buf) => buf,
+            BatchBuf::Owned(buf) => buf,
+        }
+    }
+}
+
+struct OpenBatch {
+    buf: BatchBuf,
+    seq: u64,
+    changes: Vec<IndexChange>,
+    shared: Rc<BatchShared>,
+}
+
+/// Per-zone bookkeeping of the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ZoneLog {
+    /// Where the next batch goes (submitted, not necessarily durable).
+    pub write_offset: u64,
+    /// Up to here every batch is durable and acknowledged.
+    pub acked_end: u64,
+    /// Bytes of live records.
+    pub live_bytes: u64,
+    /// No more writes go here.
+    pub finished: bool,
+    /// Writable bytes of the zone.
+    pub capacity_bytes: u64,
+}
+
+/// The writer's state for one disk.
+pub(super) struct Writer {
+    pool: BufPool,
+    open: RefCell<Option<OpenBatch>>,
+    in_flight: RefCell<VecDeque<(Rc<BatchShared>, Vec<IndexChange>, u64, u64)>>,
+    pub(super) zones: RefCell<Vec<ZoneLog>>,
+    active: Cell<Option<ZoneIndex>>,
+    pub(super) next_seq: Cell<u64>,
+    /// Highest sequence number whose batch is acknowledged (and applied to the index).
+    pub(super) acked_seq: Cell<u64>,
+    pub(super) bytes_since_checkpoint: Cell<u64>,
+    first_data_zone: ZoneIndex,
+    committer: RefCell<Option<Waker>>,
+    /// Requests waiting for the committer to take a full open batch.
+    taken_waiters: RefCell<Vec<Waker>>,
+    /// The open batch is full: seal it as soon as the pipeline has room.
+    full: Cell<bool>,
+    stopping: Cell<bool>,
+    read_only: RefCell<Option<String>>,
+}
+
+impl Writer {
+    /// A writer over `zones` (every zone of the disk; those below `first_data_zone` unused),
+    /// resuming at `active` and sequence `next_seq`.
+    pub(super) fn new(
+        zones: Vec<ZoneLog>,
+        first_data_zone: ZoneIndex,
+        active: Option<ZoneIndex>,
+        next_seq: u64,
+        block_bytes: usize,
+    ) -> Writer {
+        let pool = BufPool::new(PoolConfig {
+            buf_bytes: BATCH_BYTES,
+            count: PIPELINE_DEPTH + 1,
+            align_bytes: block_bytes.max(4096),
+        });
+        Writer {
+            pool,
+            open: RefCell::new(None),
+            in_flight: RefCell::new(VecDeque::new()),
+            zones: RefCell::new(zones),
+            active: Cell::new(active),
+            next_seq: Cell::new(next_seq),
+            acked_seq: Cell::new(next_seq.saturating_sub(1)),
+            bytes_since_checkpoint: Cell::new(0),
+            first_data_zone,
+            committer: RefCell::new(None),
+            taken_waiters: RefCell::new(Vec::new()),
+            full: Cell::new(false),
+            stopping: Cell::new(false),
+            read_only: RefCell::new(None),
+        }
+    }
+
+    /// The buffer pool of batches (registered with the ring by the owner).
+    pub(super) fn pool(&self) -> &BufPool {
+        &self.pool
+    }
+
+    /// The zone taking writes now.
+    pub(super) fn active_zone(&self) -> Option<ZoneIndex> {
+        self.active.get()
+    }
+
+    pub(super) fn free_bytes<D: Device>(&self, _store: &Store<D>) -> u64 {
+        self.zones
+            .borrow()
+            .iter()
+            .skip(self.first_data_zone as usize)
+            .filter(|z| !z.finished)
+            .map(|z| z.capacity_bytes.saturating_sub(z.write_offset))
+            .sum()
+    }
+
+    fn wake_committer(&self) {
+        if let Some(waker) = self.committer.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Batches waiting to be acknowledged.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+}
+
+/// The largest batch the format allows on this disk: a normal batch, or one record of the
+/// largest value with its batch record, rounded to blocks.
+pub(super) fn batch_bytes_limit(value_bytes_max: u32, block_bytes: usize) -> usize {
+    let single = batch_record_bytes() + format::record_bytes(value_bytes_max) + RECORD_HEADER_BYTES;
+    single.next_multiple_of(block_bytes).max(BATCH_BYTES)
+}
+
+/// What a PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The block was written.
+    Stored,
+    /// The same block was already there (PUT is idempotent).
+    AlreadyStored,
+}
+
+impl<D: Device + 'static> Store<D> {
+    /// Stores `value` under `key`, durably. Same key with the same content again is accepted
+    /// and changes nothing; the same key with other content is refused (blocks are immutable;
+    /// DELETE first). Returns once the record is on stable media and in the index.
+    pub async fn put(self: &Rc<Self>, key: &Key, value: &[u8]) -> StoreResult<PutOutcome> {
+        let max = self.config.value_bytes_max.min(self.superblock.value_bytes_max);
+        if value.len() as u64 > u64::from(max) || value.is_empty() {
+            return Err(StoreError::ValueTooLarge { len: value.len() as u64, max });
+        }
+        self.check_writable()?;
+        let _claim: KeyClaim<D> = self.claim_key(key).await;
+        let lookup = self.lookup_verified(key).await?;
+        if let Some(found) = lookup.found {
+            let same = found.header.value_len as usize == value.len()
+                && found.header.value_crc == ioengine::checksum::crc32c(value)
+                && self.read_value_of(&found).await?.as_slice() == value;
+            return if same {
+                Ok(PutOutcome::AlreadyStored)
+            } else {
+                Err(StoreError::ExistsWithOtherContent)
+            };
+        }
+        let change = IndexChange {
+            kind: RecordKind::Block,
+            key: *key,
+            position: 0,
+            value_len: value.len() as u32,
+            tag_taken_by_other: lookup.tag_taken_by_other,
+            old: None,
+        };
+        self.append(change, value).await?;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Deletes `key`: writes a tombstone durably, then drops the index entry.
+    pub async fn delete(self: &Rc<Self>, key: &Key) -> StoreResult<()> {
+        self.check_writable()?;
+        let _claim: KeyClaim<D> = self.claim_key(key).await;
+        let lookup = self.lookup_verified(key).await?;
+        let Some(found) = lookup.found else { return Err(StoreError::NotFound) };
+        let change = IndexChange {
+            kind: RecordKind::Tombstone,
+            key: *key,
+            position: 0,
+            value_len: 0,
+            tag_taken_by_other: lookup.tag_taken_by_other,
+            old: Some(found.location),
+        };
+        self.append(change, &[]).await
+    }
+
+    fn check_writable(&self) -> StoreResult<()> {
+        if self.closed.get() || self.writer.stopping.get() {
+            return Err(StoreError::ReadOnly {
+                disk: self.name.clone(),
+                reason: "the store is closing".into(),
+            });
+        }
+        if let Some(reason) = self.writer.read_only.borrow().as_ref() {
+            return Err(StoreError::ReadOnly { disk: self.name.clone(), reason: reason.clone() });
+        }
+        Ok(())
+    }
+
+    /// Encodes a record into the open batch (opening one if needed) and waits for the batch
+    /// to be acknowledged.
+    async fn append(self: &Rc<Self>, mut change: IndexChange, value: &[u8]) -> StoreResult<()> {
+        let record_len = format::record_bytes(value.len() as u32);
+        let shared = loop {
+            let fits = {
+                let mut open = self.writer.open.borrow_mut();
+                match open.as_mut() {
+                    Some(batch) => {
+                        let buf = batch.buf.buf();
+                        buf.len() + record_len + RECORD_HEADER_BYTES <= buf.capacity()
+                    }
+                    None => false,
+                }
+            };
+            if fits {
+                break self.encode_into_open(&mut change, value, record_len);
+            }
+            // The open batch is full: the committer seals it when the pipeline has room.
+            if self.writer.open.borrow().is_some() {
+                self.wait_for_open_taken().await;
+                continue;
+            }
+            let buf = if record_len + batch_record_bytes() + RECORD_HEADER_BYTES <= BATCH_BYTES {
+                BatchBuf::Pooled(self.writer.pool.get().await)
+            } else {
+                let bytes = batch_bytes_limit(value.len() as u32, self.block_bytes);
+                BatchBuf::Owned(AlignedBuf::new(bytes, self.block_bytes.max(4096)))
+            };
+            // Another request may have opened a batch while this one waited for a buffer.
+            if self.writer.open.borrow().is_some() {
+                drop(buf);
+                continue;
+            }
+            self.open_batch(buf);
+        };
+        self.writer.wake_committer();
+        shared.wait().await
+    }
+
+    fn open_batch(&self, mut buf: BatchBuf) {
+        let seq = self.writer.next_seq.get();
+        self.writer.next_seq.set(seq + 1);
+        let b = buf.buf();
+        b.clear();
+        // Room for the batch record; it is encoded when the batch is sealed.
+        b.pad_to(batch_record_bytes());
+        let shared = Rc::new(BatchShared {
+            outcome: RefCell::new(Outcome::Pending),
+            waiters: RefCell::new(Vec::new()),
+            zone: Cell::new(0),
+            start: Cell::new(0),
+        });
+        *self.writer.open.borrow_mut() = Some(OpenBatch { buf, seq, changes: Vec::new(), shared });
+    }
+
+    fn encode_into_open(
+        &self,
+        change: &mut IndexChange,
+        value: &[u8],
+        record_len: usize,
+    ) -> Rc<BatchShared> {
+        let mut open = self.writer.open.borrow_mut();
+        let batch = open.as_mut().expect("checked by the caller");
+        let seq = self.writer.next_seq.get();
+        self.writer.next_seq.set(seq + 1);
+        let buf = batch.buf.buf();
+        let position = buf.len();
+        buf.pad_to(position + record_len);
+        format::encode_record(
+            &mut buf[position..position + record_len],
+            change.kind,
+            seq,
+            &change.key,
+            value,
+        );
+        change.position = position;
+        batch.changes.push(*change);
+        batch.shared.clone()
+    }
+
+    /// Waits until the committer has taken the current open batch.
+    async fn wait_for_open_taken(&self) {
+        self.writer.full.set(true);
+        self.writer.wake_committer();
+        let current = self.writer.open.borrow().as_ref().map(|b| b.seq);
+        std::future::poll_fn(|cx| {
+            let now = self.writer.open.borrow().as_ref().map(|b| b.seq);
+            if now.is_none() || now != current {
+                return Poll::Ready(());
+            }
+            self.writer.taken_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// The disk's committer: seals and submits the open batch whenever the pipeline has room.
+    /// Runs until the store closes and nothing is left to write.
+    pub(super) async fn run_committer(self: Rc<Self>) {
+        loop {
+            let ready = std::future::poll_fn(|cx| {
+                let has_open =
+                    self.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
+                let room = self.writer.in_flight.borrow().len() < PIPELINE_DEPTH;
+                if has_open && room {
+                    return Poll::Ready(true);
+                }
+                if self.writer.stopping.get()
+                    && !has_open
+                    && self.writer.in_flight.borrow().is_empty()
+                {
+                    return Poll::Ready(false);
+                }
+                *self.writer.committer.borrow_mut() = Some(cx.waker().clone());
+                if !room {
+                    let front = self.writer.in_flight.borrow().front().map(|f| f.0.clone());
+                    if let Some(front) = front {
+                        front.waiters.borrow_mut().push(cx.waker().clone());
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            if !ready {
+                return;
+            }
+            let batch = self.writer.open.borrow_mut().take();
+            self.writer.full.set(false);
+            for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+            if let Some(batch) = batch {
+                self.submit(batch).await;
+            }
+            if self.writer.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes {
+                self.writer.bytes_since_checkpoint.set(0);
+                let store = self.clone();
+                ioengine::spawn_background(async move {
+                    if let Err(err) = store.write_checkpoint(false).await {
+                        tracing::warn!(disk = %store.name, error = %err, "checkpoint failed");
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Pads and places a sealed batch, then writes it (in a task of its own, so batches are
+    /// pipelined); acknowledgement happens in `complete`.
+    async fn submit(self: &Rc<Self>, mut batch: OpenBatch) {
+        let block = self.block_bytes;
+        let buf = batch.buf.buf();
+        let used = buf.len();
+        let batch_bytes = used.next_multiple_of(block);
+        // Zero-filled; a gap big enough for a header becomes a padding record.
+        buf.pad_to(batch_bytes);
+        if batch_bytes - used >= RECORD_HEADER_BYTES {
+            format::encode_padding(&mut buf[used..batch_bytes]);
+        }
+        let (zone, start) = match self.place(batch_bytes as u64).await {
+            Ok(place) => place,
+            Err(err) => {
+                batch.shared.set(Outcome::Failed(Rc::new(err)));
+                return;
+            }
+        };
+        let acked_end = self.writer.zones.borrow()[zone as usize].acked_end;
+        let info = BatchInfo {
+            batch_bytes: batch_bytes as u64,
+            acked_end,
+            record_count: batch.changes.len() as u32,
+        };
+        let head = batch_record_bytes();
+        format::encode_record(
+            &mut buf[..head],
+            RecordKind::Batch,
+            batch.seq,
+            &[0; KEY_BYTES],
+            &info.encode(),
+        );
+        batch.shared.zone.set(zone);
+        batch.shared.start.set(start);
+        let last_seq = self.writer.next_seq.get() - 1;
+        self.writer.in_flight.borrow_mut().push_back((
+            batch.shared.clone(),
+            std::mem::take(&mut batch.changes),
+            last_seq,
+            batch_bytes as u64,
+        ));
+        self.stats.batches.set(self.stats.batches.get() + 1);
+        let offset = self.disk.geometry().zone_start(zone) + start;
+        let store = self.clone();
+        let shared = batch.shared.clone();
+        let buf = batch.buf;
+        // Spawned in order, polled in order: the write reaches the ring before any later batch.
+        ioengine::spawn(async move {
+            let result = match buf {
+                BatchBuf::Pooled(buf) => {
+                    store.disk.write_at(offset, buf, WriteFlags::DSYNC).await.0
+                }
+                BatchBuf::Owned(buf) => store.disk.write_at(offset, buf, WriteFlags::DSYNC).await.0,
+            };
+            store.complete(&shared, zone, result);
+        })
+        .detach();
+    }
+
+    /// Finds room for a batch: the active zone, or the next empty zone (finishing the old one).
+    async fn place(self: &Rc<Self>, batch_bytes: u64) -> StoreResult<(ZoneIndex, u64)> {
+        if let Some(zone) = self.writer.active.get() {
+            let mut zones = self.writer.zones.borrow_mut();
+            let z = &mut zones[zone as usize];
+            if !z.finished && z.write_offset + batch_bytes <= z.capacity_bytes {
+                let start = z.write_offset;
+                z.write_offset += batch_bytes;
+                return Ok((zone, start));
+            }
+            z.finished = true;
+            drop(zones);
+            self.writer.active.set(None);
+            if let Err(err) = self.disk.zone_command(zone, ZoneCommand::Finish).await {
+                tracing::warn!(disk = %self.name, zone, error = %err, "finishing a full zone failed");
+            }
+        }
+        let next = {
+            let zones = self.writer.zones.borrow();
+            (self.writer.first_data_zone as usize..zones.len())
+                .find(|&z| !zones[z].finished && zones[z].write_offset == 0)
+        };
+        let Some(zone) = next else { return Err(StoreError::NoSpace { disk: self.name.clone() }) };
+        let zone = zone as ZoneIndex;
+        let mut zones = self.writer.zones.borrow_mut();
+        let z = &mut zones[zone as usize];
+        if batch_bytes > z.capacity_bytes {
+            return Err(StoreError::NoSpace { disk: self.name.clone() });
+        }
+        z.write_offset = batch_bytes;
+        self.writer.active.set(Some(zone));
+        Ok((zone, 0))
+    }
+
+    /// A batch write finished: acknowledge every batch at the front of the pipeline that is
+    /// durable, in order, applying its records to the index.
+    fn complete(&self, shared: &Rc<BatchShared>, zone: ZoneIndex, result: ioengine::Result<()>) {
+        match result {
+            Ok(()) => *shared.outcome.borrow_mut() = Outcome::Written,
+            Err(err) => {
+                tracing::error!(disk = %self.name, zone, error = %err, "batch write failed");
+                // Nothing more goes to this zone: its state on the device is uncertain.
+                self.writer.zones.borrow_mut()[zone as usize].finished = true;
+                if self.writer.active.get() == Some(zone) {
+                    self.writer.active.set(None);
+                }
+                shared.set(Outcome::Failed(Rc::new(self.io(err))));
+            }
+        }
+        loop {
+            let front = {
+                let in_flight = self.writer.in_flight.borrow();
+                match in_flight.front() {
+                    Some((shared, ..)) => shared.outcome.borrow().clone(),
+                    None => break,
+                }
+            };
+            let (shared, changes, last_seq, batch_bytes) = match front {
+                Outcome::Written | Outcome::Failed(_) => {
+                    self.writer.in_flight.borrow_mut().pop_front().expect("front exists")
+                }
+                Outcome::Pending | Outcome::Acked => break,
+            };
+            let outcome = shared.outcome.borrow().clone();
+            if let Outcome::Written = outcome {
+                self.acknowledge(&shared, &changes, batch_bytes);
+                self.writer.acked_seq.set(last_seq);
+                shared.set(Outcome::Acked);
+            }
+        }
+        self.writer.wake_committer();
+    }
+
+    fn acknowledge(&self, shared: &BatchShared, changes: &[IndexChange], batch_bytes: u64) {
+        let zone = shared.zone.get();
+        let start = shared.start.get();
+        {
+            let mut zones = self.writer.zones.borrow_mut();
+            let z = &mut zones[zone as usize];
+            z.acked_end = z.acked_end.max(start + batch_bytes);
+        }
+        let mut index = self.index.borrow_mut();
+        let mut zones = self.writer.zones.borrow_mut();
+        for change in changes {
+            let record_len = format::record_bytes(change.value_len) as u64;
+            if let Some(old) = change.old {
+                zones[old.zone as usize].live_bytes = zones[old.zone as usize]
+                    .live_bytes
+                    .saturating_sub(format::record_bytes(old.value_len) as u64);
+                self.stats.live_value_bytes.set(
+                    self.stats.live_value_bytes.get().saturating_sub(u64::from(old.value_len)),
+                );
+            }
+            match change.kind {
+                RecordKind::Block => {
+                    let location = Location {
+                        zone,
+                        offset: u32::try_from(start + change.position as u64)
+                            .expect("zone offsets fit u32"),
+                        value_len: change.value_len,
+                    };
+                    index.insert(&change.key, location, !change.tag_taken_by_other);
+                    zones[zone as usize].live_bytes += record_len;
+                    self.stats
+                        .live_value_bytes
+                        .set(self.stats.live_value_bytes.get() + u64::from(change.value_len));
+                }
+                RecordKind::Tombstone => {
+                    if !index.remove_exact(&change.key) && !change.tag_taken_by_other {
+                        index.remove_tag(&change.key);
+                    }
+                }
+                RecordKind::Padding | RecordKind::Batch => unreachable!("not an index change"),
+            }
+        }
+        self.stats.records.set(self.stats.records.get() + changes.len() as u64);
+        self.stats.log_bytes.set(self.stats.log_bytes.get() + batch_bytes);
+        self.writer
+            .bytes_since_checkpoint
+            .set(self.writer.bytes_since_checkpoint.get() + batch_bytes);
+    }
+
+    /// Stops taking writes and waits until every accepted write is acknowledged.
+    pub(super) async fn drain_writes(self: &Rc<Self>) {
+        self.writer.stopping.set(true);
+        self.writer.wake_committer();
+        std::future::poll_fn(|cx| {
+            let open = self.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
+            if !open && self.writer.in_flight.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            let front = self.writer.in_flight.borrow().front().map(|f| f.0.clone());
+            match front {
+                Some(front) => front.waiters.borrow_mut().push(cx.waker().clone()),
+                None => {
+                    if let Some(open) = self.writer.open.borrow().as_ref() {
+                        open.shared.waiters.borrow_mut().push(cx.waker().clone());
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
