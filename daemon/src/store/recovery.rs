@@ -22,7 +22,9 @@ use super::format::{
     RECORD_HEADER_BYTES, RecordKind, SUPERBLOCK_COPIES, Superblock, ZONE_STATE_FINISHED, ZoneState,
 };
 use super::index::Index;
-use super::writer::{Writer, ZoneLog, batch_bytes_limit, batch_record_bytes};
+use super::writer::{
+    Writer, ZoneLog, batch_bytes_limit, batch_record_bytes, single_record_batch_bytes,
+};
 use super::{
     FormatOptions, PIPELINE_DEPTH, Stats, Store, StoreConfig, StoreError, StoreResult, unix_ms,
 };
@@ -79,7 +81,7 @@ pub async fn format<D: Device>(
     }
     let block = g.logical_block_bytes as usize;
     let min_capacity = disk.zones().iter().map(|z| z.capacity_bytes).min().unwrap_or(0);
-    let limit = batch_bytes_limit(options.value_bytes_max, block) as u64;
+    let limit = single_record_batch_bytes(options.value_bytes_max, block) as u64;
     if options.value_bytes_max == 0
         || options.value_bytes_max > format::VALUE_BYTES_FORMAT_MAX
         || limit > min_capacity
@@ -365,7 +367,13 @@ impl<D: Device + 'static> Store<D> {
     ) -> StoreResult<u64> {
         let capacity = self.disk.zone(zone).capacity_bytes;
         let block = self.block_bytes as u64;
-        let limit = batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes) as u64;
+        let min_capacity = (self.superblock.first_data_zone()..self.superblock.zone_count)
+            .map(|z| self.disk.zone(z).capacity_bytes)
+            .min()
+            .unwrap_or(capacity);
+        let limit =
+            batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes, min_capacity)
+                as u64;
         let resync_window = limit * (PIPELINE_DEPTH as u64 + 1);
         let mut window = ScanWindow::new(self, zone, capacity);
         let mut pos = start;

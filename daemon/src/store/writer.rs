@@ -166,8 +166,15 @@ impl Writer {
         next_seq: u64,
         block_bytes: usize,
     ) -> Writer {
+        let min_capacity = zones
+            .iter()
+            .skip(first_data_zone as usize)
+            .map(|z| z.capacity_bytes)
+            .min()
+            .unwrap_or(BATCH_BYTES as u64);
         let pool = BufPool::new(PoolConfig {
-            buf_bytes: BATCH_BYTES,
+            buf_bytes: batch_capacity(min_capacity, block_bytes)
+                .next_multiple_of(block_bytes.max(4096)),
             count: PIPELINE_DEPTH + 1,
             align_bytes: block_bytes.max(4096),
         });
@@ -221,11 +228,27 @@ impl Writer {
     }
 }
 
-/// The largest batch the format allows on this disk: a normal batch, or one record of the
-/// largest value with its batch record, rounded to blocks.
-pub(super) fn batch_bytes_limit(value_bytes_max: u32, block_bytes: usize) -> usize {
-    let single = batch_record_bytes() + format::record_bytes(value_bytes_max) + RECORD_HEADER_BYTES;
-    single.next_multiple_of(block_bytes).max(BATCH_BYTES)
+/// Bytes of a batch holding one record of `value_len` bytes, rounded to blocks.
+pub(super) fn single_record_batch_bytes(value_len: u32, block_bytes: usize) -> usize {
+    let bytes = batch_record_bytes() + format::record_bytes(value_len) + RECORD_HEADER_BYTES;
+    bytes.next_multiple_of(block_bytes)
+}
+
+/// Capacity of a pooled batch buffer: [`BATCH_BYTES`], or less on disks with small zones.
+pub(super) fn batch_capacity(min_zone_capacity: u64, block_bytes: usize) -> usize {
+    let cap = (BATCH_BYTES as u64).min(min_zone_capacity) as usize;
+    (cap / block_bytes * block_bytes).max(block_bytes)
+}
+
+/// The largest batch the writer produces on this disk: a pooled batch, or one record of the
+/// largest value with its batch record.
+pub(super) fn batch_bytes_limit(
+    value_bytes_max: u32,
+    block_bytes: usize,
+    min_zone_capacity: u64,
+) -> usize {
+    single_record_batch_bytes(value_bytes_max, block_bytes)
+        .max(batch_capacity(min_zone_capacity, block_bytes))
 }
 
 /// What a PUT did.
@@ -324,10 +347,11 @@ impl<D: Device + 'static> Store<D> {
                 self.wait_for_open_taken().await;
                 continue;
             }
-            let buf = if record_len + batch_record_bytes() + RECORD_HEADER_BYTES <= BATCH_BYTES {
+            let pooled = self.writer.pool.config().buf_bytes;
+            let buf = if single_record_batch_bytes(value.len() as u32, self.block_bytes) <= pooled {
                 BatchBuf::Pooled(self.writer.pool.get().await)
             } else {
-                let bytes = batch_bytes_limit(value.len() as u32, self.block_bytes);
+                let bytes = single_record_batch_bytes(value.len() as u32, self.block_bytes);
                 BatchBuf::Owned(AlignedBuf::new(bytes, self.block_bytes.max(4096)))
             };
             // Another request may have opened a batch while this one waited for a buffer.
