@@ -1,0 +1,24 @@
+//! Fuzzes the record decoders with bytes as they could come off a damaged disk: header span,
+//! header and chunk verification must reject or accept, never panic or over-read.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shingle_daemon::store::format;
+
+fuzz_target!(|data: &[u8]| {
+    let value_bytes_max = 16 << 20;
+    if let Ok(span) = format::header_span(data, value_bytes_max) {
+        assert!(span >= format::RECORD_HEADER_BYTES);
+        if let Ok(header) = format::decode_header(data, value_bytes_max) {
+            assert!(span <= data.len());
+            let start = format::value_offset(header.value_len);
+            if let Some(value) = data.get(start..start + header.value_len as usize) {
+                for (i, chunk) in value.chunks(64 << 10).enumerate() {
+                    let _ = format::verify_chunk(data, i, chunk);
+                }
+            }
+        }
+    }
+    let _ = format::BatchInfo::decode(data);
+});
