@@ -91,6 +91,14 @@ impl<D: Device + 'static> Store<D> {
             zone_offset += chunk as u64;
         }
         self.disk.flush().await.map_err(|e| self.io(e))?;
+        // The set takes no more writes until it is reset for a later checkpoint: finishing its
+        // zones frees their open/active resources on zoned devices.
+        for zone in first..first + zones {
+            let z = self.disk.zone(zone);
+            if z.zone_type != ZoneType::Conventional && z.condition.is_open() {
+                self.disk.zone_command(zone, ZoneCommand::Finish).await.map_err(|e| self.io(e))?;
+            }
+        }
         self.checkpoint_generation.set(generation);
         self.stats.checkpoints.set(self.stats.checkpoints.get() + 1);
         tracing::info!(disk = %self.name, generation, entries = entry_count, bytes = total, clean, "checkpoint written");

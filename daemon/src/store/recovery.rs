@@ -132,6 +132,10 @@ pub async fn format<D: Device>(
     let (res, _) = disk.write_at(0, buf, WriteFlags::DSYNC).await;
     res.map_err(|e| io(&name, e))?;
     disk.flush().await.map_err(|e| io(&name, e))?;
+    // Zone 0 takes no more writes: finishing it frees its open/active resource on zoned devices.
+    if disk.zone(0).zone_type != ioengine::device::ZoneType::Conventional {
+        disk.zone_command(0, ZoneCommand::Finish).await.map_err(|e| io(&name, e))?;
+    }
     Ok(superblock)
 }
 
@@ -731,7 +735,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let mut seq = header.seq;
         let mut records = Vec::new();
         while at + RECORD_HEADER_BYTES as u64 <= batch_end {
-            let Some((record, len)) = self.record_at(at, seq).await? else { return Ok(None) };
+            let Some((record, len)) = self.record_at(at, seq, true).await? else { return Ok(None) };
             if let Some(record) = record {
                 seq = record.seq;
                 records.push(record);
@@ -744,11 +748,14 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         Ok(Some(ScannedBatch { info, last_seq: seq, records }))
     }
 
-    /// The record at `at` (None inside: padding), with its length; None if invalid.
+    /// The record at `at` (None inside: padding), with its length; None if invalid. With
+    /// `value_must_verify` false, a record whose header verifies is returned even if its value
+    /// does not (salvage: a read of that key then reports a checksum error, not "not found").
     async fn record_at(
         &mut self,
         at: u64,
         last_seq: u64,
+        value_must_verify: bool,
     ) -> StoreResult<Option<(Option<TailRecord>, u64)>> {
         let vmax = self.store.superblock.value_bytes_max;
         let head = self.bytes(at, RECORD_HEADER_BYTES).await?;
@@ -766,7 +773,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         }
         let len = format::record_bytes(header.value_len);
         let whole = self.bytes(at, len).await?;
-        if whole.len() < len || !verify_value(whole, header.value_len) {
+        if whole.len() < len || (value_must_verify && !verify_value(whole, header.value_len)) {
             return Ok(None);
         }
         let location = Location {
@@ -792,7 +799,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let mut kept = 0;
         let mut at = from;
         while at + RECORD_HEADER_BYTES as u64 <= to {
-            match self.record_at(at, last_seq).await? {
+            match self.record_at(at, last_seq, false).await? {
                 Some((Some(record), len)) if at + len <= to => {
                     tail.push(record);
                     kept += 1;
