@@ -66,9 +66,6 @@ pub enum FormatError {
 /// Result with [`FormatError`].
 pub type FormatResult<T> = Result<T, FormatError>;
 
-fn get_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
 fn get_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -244,12 +244,15 @@ impl<D: Device + 'static> Store<D> {
             next_seq = next_seq.max(max_seq + 1);
         }
         store.apply_tail(&tail).await?;
-        store.restore_zones(&mut zones).await?;
+        let abandoned = store.restore_zones(&mut zones).await?;
         let active = choose_active(&zones, store.superblock.first_data_zone());
         recompute_live(&store.index.borrow(), &mut zones, &store.stats);
         let store_zones = zones;
         store.writer =
             Writer::new(store_zones, store.superblock.first_data_zone(), active, next_seq, block);
+        // An abandoned zone may look empty to the next recovery and end its search for the
+        // zones written since the checkpoint: checkpoint before the writer opens another zone.
+        store.writer.set_checkpoint_before_new_zone(abandoned);
         report.duration_ms = started.elapsed().as_millis() as u64;
         store.recovery = report;
         let store = Rc::new(store);
@@ -321,6 +324,7 @@ impl<D: Device + 'static> Store<D> {
         ))
     }
 
+    #[expect(clippy::needless_range_loop, reason = "zone numbers are indexes and values here")]
     /// Scans the zones written since the checkpoint; returns their records in sequence order
     /// and sets each zone's write offset to the end of its valid log.
     async fn scan_tail(
@@ -341,16 +345,20 @@ impl<D: Device + 'static> Store<D> {
             .collect();
         for z in partial {
             let start = zones[z].write_offset;
-            let end = self.scan_zone(z as ZoneIndex, start, covered_seq, &mut tail, report).await?;
+            let (end, clean) =
+                self.scan_zone(z as ZoneIndex, start, covered_seq, &mut tail, report).await?;
             zones[z].write_offset = end;
+            zones[z].unclean = !clean;
         }
         // Then the empty zones, in the order the writer opens them.
         for z in first..zones.len() {
             if zones[z].finished || zones[z].write_offset != 0 {
                 continue;
             }
-            let end = self.scan_zone(z as ZoneIndex, 0, covered_seq, &mut tail, report).await?;
+            let (end, clean) =
+                self.scan_zone(z as ZoneIndex, 0, covered_seq, &mut tail, report).await?;
             zones[z].write_offset = end;
+            zones[z].unclean = !clean;
             if end == 0 {
                 break;
             }
@@ -365,10 +373,10 @@ impl<D: Device + 'static> Store<D> {
         &self,
         zone: ZoneIndex,
         start: u64,
-        mut last_seq: u64,
+        last_seq: u64,
         tail: &mut Vec<TailRecord>,
         report: &mut RecoveryReport,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<(u64, bool)> {
         let capacity = self.disk.zone(zone).capacity_bytes;
         let block = self.block_bytes as u64;
         let min_capacity = (self.superblock.first_data_zone()..self.superblock.zone_count)
@@ -381,59 +389,94 @@ impl<D: Device + 'static> Store<D> {
         let resync_window = limit * (PIPELINE_DEPTH as u64 + 1);
         let mut window = ScanWindow::new(self, zone, capacity);
         let mut pos = start;
+        let mut last_seq = last_seq;
         let mut max_acked = start;
+        // Regions that failed to verify. Whether they held acknowledged data is known once a
+        // later batch says how far acknowledgement had got when it was sealed.
+        let mut gaps: Vec<Gap> = Vec::new();
+        let mut clean = true;
         while pos + block <= capacity {
-            match window.batch_at(pos, last_seq, limit).await? {
-                Some(batch) => {
-                    last_seq = batch.last_seq;
-                    max_acked = max_acked.max(batch.info.acked_end);
-                    tail.extend(batch.records);
-                    pos += batch.info.batch_bytes;
-                }
-                None => {
-                    // Not a valid batch: torn, damaged, or the end of the log. Look for a
-                    // later valid batch within what could have been in flight.
-                    let mut found = None;
-                    let mut q = pos + block;
-                    while q + block <= capacity && q < pos + resync_window {
-                        if let Some(batch) = window.batch_at(q, last_seq, limit).await? {
-                            found = Some((q, batch));
-                            break;
-                        }
-                        q += block;
+            let Some((batch_seq, info)) = window.batch_record_at(pos, last_seq, limit).await?
+            else {
+                // No batch here: the end of the log, or damage to a batch record. Look for a
+                // later batch within what could have been in flight.
+                let mut q = pos + block;
+                let mut found = None;
+                while q + block <= capacity && q < pos + resync_window {
+                    if window.batch_record_at(q, last_seq, limit).await?.is_some() {
+                        found = Some(q);
+                        break;
                     }
-                    let Some((q, batch)) = found else {
-                        if max_acked > pos {
-                            report.corrupt_regions += 1;
-                            report.warnings.push(format!(
-                                "zone {zone}: acknowledged log up to offset {max_acked} ends at {pos}: data lost"
-                            ));
-                        } else if pos != start || start != 0 {
-                            report.torn_regions += u64::from(window.looks_written(pos).await?);
+                    q += block;
+                }
+                match found {
+                    Some(q) => {
+                        gaps.push(Gap { from: pos, to: q, seq_before: last_seq });
+                        pos = q;
+                        continue;
+                    }
+                    None => {
+                        // A torn tail: writing resumes here (emulated) or the zone is
+                        // finished (zoned, whose write pointer moved past it).
+                        if window.looks_written(pos).await? {
+                            report.torn_regions += 1;
                         }
                         break;
-                    };
-                    if batch.info.acked_end > pos {
-                        report.corrupt_regions += 1;
-                        let salvaged = window.salvage(pos, q, last_seq, tail).await?;
-                        report.warnings.push(format!(
-                            "zone {zone}: damaged acknowledged log at offsets {pos}..{q}; {salvaged} intact records kept"
-                        ));
-                        report.lost_records_possible += 1;
-                    } else {
-                        report.torn_regions += 1;
                     }
-                    pos = q;
+                }
+            };
+            max_acked = max_acked.max(info.acked_end);
+            match window.batch_contents(pos, batch_seq, &info).await? {
+                Some((records, seq)) => {
+                    tail.extend(records);
+                    last_seq = seq;
+                }
+                None => {
+                    gaps.push(Gap { from: pos, to: pos + info.batch_bytes, seq_before: batch_seq });
+                    last_seq = batch_seq;
                 }
             }
+            pos += info.batch_bytes;
+            let (damaged, pending): (Vec<Gap>, Vec<Gap>) =
+                gaps.into_iter().partition(|gap| max_acked > gap.from);
+            gaps = pending;
+            for gap in damaged {
+                // Acknowledged data failed to verify: report it and keep every record whose
+                // header verifies (a read of a damaged one reports a checksum error).
+                let kept = window.salvage(gap.from, gap.to, gap.seq_before, false, tail).await?;
+                report.corrupt_regions += 1;
+                report.lost_records_possible += 1;
+                report.warnings.push(format!(
+                    "zone {zone}: acknowledged log damaged at offsets {}..{}; {kept} records kept",
+                    gap.from, gap.to
+                ));
+                clean = false;
+            }
+        }
+        for gap in gaps {
+            // Never acknowledged (torn by the crash): its whole records are kept, the rest is
+            // dropped. The zone takes no more writes, so later batches cannot make this
+            // region look acknowledged at the next recovery.
+            window.salvage(gap.from, gap.to, gap.seq_before, true, tail).await?;
+            report.torn_regions += 1;
+            clean = false;
+        }
+        if max_acked > pos {
+            report.corrupt_regions += 1;
+            report.warnings.push(format!(
+                "zone {zone}: log acknowledged up to offset {max_acked} ends at {pos}: data lost"
+            ));
         }
         report.scanned_bytes += window.read_bytes;
-        Ok(pos)
+        Ok((pos, clean))
     }
 
     /// Restores each zone's write pointer on emulated devices, and finishes partly written
     /// zones other than the one the writer continues (zoned devices limit active zones).
-    async fn restore_zones(&self, zones: &mut [ZoneLog]) -> StoreResult<()> {
+    #[expect(clippy::needless_range_loop, reason = "zone numbers are indexes and values here")]
+    /// Returns whether a zone was abandoned (finished because of torn or damaged regions).
+    async fn restore_zones(&self, zones: &mut [ZoneLog]) -> StoreResult<bool> {
+        let mut abandoned_any = false;
         let first = self.superblock.first_data_zone() as usize;
         let active = choose_active(zones, first as u32);
         let zoned = self.disk.geometry().kind == DeviceKind::Zoned;
@@ -442,10 +485,12 @@ impl<D: Device + 'static> Store<D> {
             let start = self.disk.geometry().zone_start(zone);
             if zoned {
                 let device = self.disk.refresh_zone(zone).await.map_err(|e| self.io(e))?;
-                // Garbage past the log (a torn write that moved the pointer) is skipped.
+                // Garbage past the log (a torn write that moved the pointer): the zone is not
+                // written again, so no later batch can make the garbage look acknowledged.
                 let device_offset = device.write_pointer - start;
                 if device_offset > zones[z].write_offset {
                     zones[z].write_offset = device_offset;
+                    zones[z].unclean = true;
                 }
                 if device.condition == ioengine::device::ZoneCondition::Full {
                     zones[z].finished = true;
@@ -455,15 +500,20 @@ impl<D: Device + 'static> Store<D> {
                 self.disk.restore_write_pointer(zone, write_pointer).map_err(|e| self.io(e))?;
             }
             zones[z].acked_end = zones[z].write_offset;
+            if zones[z].unclean && zones[z].write_offset > 0 {
+                zones[z].finished = true;
+            }
             let partly = zones[z].write_offset > 0 && !zones[z].finished;
-            if partly && Some(zone) != active {
+            let abandoned = zones[z].unclean && zones[z].write_offset > 0;
+            abandoned_any |= abandoned;
+            if (partly && Some(zone) != active) || abandoned {
                 zones[z].finished = true;
                 if let Err(err) = self.disk.zone_command(zone, ZoneCommand::Finish).await {
                     tracing::warn!(disk = %self.name, zone, error = %err, "finishing a partly written zone failed");
                 }
             }
         }
-        Ok(())
+        Ok(abandoned_any)
     }
 }
 
@@ -474,6 +524,7 @@ fn choose_active(zones: &[ZoneLog], first: u32) -> Option<ZoneIndex> {
         .find(|&z| {
             zones[z].write_offset > 0
                 && !zones[z].finished
+                && !zones[z].unclean
                 && zones[z].write_offset < zones[z].capacity_bytes
         })
         .map(|z| z as ZoneIndex)
@@ -654,11 +705,12 @@ fn apply_checkpoint(
     }
 }
 
-/// A batch the scanner accepted.
-struct ScannedBatch {
-    info: BatchInfo,
-    last_seq: u64,
-    records: Vec<TailRecord>,
+/// A region that failed to verify, followed by a valid batch.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    from: u64,
+    to: u64,
+    seq_before: u64,
 }
 
 /// A sliding read window over one zone for the scanner.
@@ -700,39 +752,46 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         Ok(&buf[from..from + (end - pos) as usize])
     }
 
-    /// The batch at `pos` if it is whole and valid (every record verified) with sequence
-    /// numbers above `last_seq`.
-    async fn batch_at(
+    /// The batch record at `pos`, if it verifies, has a sequence number above `last_seq` and
+    /// describes a batch that fits: the batch's sequence number and description.
+    async fn batch_record_at(
         &mut self,
         pos: u64,
         last_seq: u64,
         limit: u64,
-    ) -> StoreResult<Option<ScannedBatch>> {
+    ) -> StoreResult<Option<(u64, BatchInfo)>> {
         let vmax = self.store.superblock.value_bytes_max;
         let block = self.store.block_bytes as u64;
-        let head = batch_record_bytes();
         let capacity = self.capacity;
-        let bytes = self.bytes(pos, head).await?;
+        let bytes = self.bytes(pos, batch_record_bytes()).await?;
         let Ok(header) = format::decode_header(bytes, vmax) else { return Ok(None) };
-        if header.kind != RecordKind::Batch || header.seq <= last_seq {
+        if header.kind != RecordKind::Batch
+            || header.seq <= last_seq
+            || !verify_value(bytes, header.value_len)
+        {
             return Ok(None);
         }
         let Ok(info) = BatchInfo::decode(&bytes[format::value_offset(header.value_len)..]) else {
             return Ok(None);
         };
-        if info.batch_bytes == 0
-            || info.batch_bytes % block != 0
-            || info.batch_bytes > limit
-            || pos + info.batch_bytes > capacity
-        {
-            return Ok(None);
-        }
-        if !verify_value(bytes, header.value_len) {
-            return Ok(None);
-        }
+        let fits = info.batch_bytes > 0
+            && info.batch_bytes % block == 0
+            && info.batch_bytes <= limit
+            && pos + info.batch_bytes <= capacity;
+        Ok(fits.then_some((header.seq, info)))
+    }
+
+    /// The records of the batch at `pos` (whose batch record verified), if every one of them
+    /// verifies, with the batch's last sequence number.
+    async fn batch_contents(
+        &mut self,
+        pos: u64,
+        batch_seq: u64,
+        info: &BatchInfo,
+    ) -> StoreResult<Option<(Vec<TailRecord>, u64)>> {
         let batch_end = pos + info.batch_bytes;
-        let mut at = pos + head as u64;
-        let mut seq = header.seq;
+        let mut at = pos + batch_record_bytes() as u64;
+        let mut seq = batch_seq;
         let mut records = Vec::new();
         while at + RECORD_HEADER_BYTES as u64 <= batch_end {
             let Some((record, len)) = self.record_at(at, seq, true).await? else { return Ok(None) };
@@ -742,10 +801,10 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
             }
             at += len;
         }
-        if records.len() != info.record_count as usize {
+        if records.len() != info.record_count as usize || at > batch_end {
             return Ok(None);
         }
-        Ok(Some(ScannedBatch { info, last_seq: seq, records }))
+        Ok(Some((records, seq)))
     }
 
     /// The record at `at` (None inside: padding), with its length; None if invalid. With
@@ -787,19 +846,21 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         )))
     }
 
-    /// Keeps the intact records of a damaged region: any valid record header at 8-byte
-    /// alignment whose value verifies. Returns how many were kept.
+    /// Keeps the records of a region that failed as a whole: any record at 8-byte alignment
+    /// whose header verifies and whose sequence number is above `last_seq` (and, with
+    /// `value_must_verify`, whose value verifies too). Returns how many were kept.
     async fn salvage(
         &mut self,
         from: u64,
         to: u64,
         last_seq: u64,
+        value_must_verify: bool,
         tail: &mut Vec<TailRecord>,
     ) -> StoreResult<usize> {
         let mut kept = 0;
         let mut at = from;
         while at + RECORD_HEADER_BYTES as u64 <= to {
-            match self.record_at(at, last_seq, false).await? {
+            match self.record_at(at, last_seq, value_must_verify).await? {
                 Some((Some(record), len)) if at + len <= to => {
                     tail.push(record);
                     kept += 1;

@@ -120,6 +120,10 @@ struct OpenBatch {
     shared: Rc<BatchShared>,
 }
 
+/// A sealed batch waiting for acknowledgement: its shared state, its index changes, its last
+/// sequence number and its size.
+type InFlight = (Rc<BatchShared>, Vec<IndexChange>, u64, u64);
+
 /// Per-zone bookkeeping of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct ZoneLog {
@@ -133,13 +137,16 @@ pub(super) struct ZoneLog {
     pub finished: bool,
     /// Writable bytes of the zone.
     pub capacity_bytes: u64,
+    /// Recovery found torn or damaged regions here: no more writes (later batches would make
+    /// them look acknowledged at the next recovery).
+    pub unclean: bool,
 }
 
 /// The writer's state for one disk.
 pub(super) struct Writer {
     pool: BufPool,
     open: RefCell<Option<OpenBatch>>,
-    in_flight: RefCell<VecDeque<(Rc<BatchShared>, Vec<IndexChange>, u64, u64)>>,
+    in_flight: RefCell<VecDeque<InFlight>>,
     pub(super) zones: RefCell<Vec<ZoneLog>>,
     active: Cell<Option<ZoneIndex>>,
     pub(super) next_seq: Cell<u64>,
@@ -152,6 +159,8 @@ pub(super) struct Writer {
     taken_waiters: RefCell<Vec<Waker>>,
     /// The open batch is full: seal it as soon as the pipeline has room.
     full: Cell<bool>,
+    /// A zone was abandoned after a failed write: checkpoint before opening another.
+    checkpoint_before_new_zone: Cell<bool>,
     stopping: Cell<bool>,
     read_only: RefCell<Option<String>>,
 }
@@ -191,19 +200,20 @@ impl Writer {
             committer: RefCell::new(None),
             taken_waiters: RefCell::new(Vec::new()),
             full: Cell::new(false),
+            checkpoint_before_new_zone: Cell::new(false),
             stopping: Cell::new(false),
             read_only: RefCell::new(None),
         }
     }
 
+    /// Requires a checkpoint before the next zone is opened.
+    pub(super) fn set_checkpoint_before_new_zone(&self, needed: bool) {
+        self.checkpoint_before_new_zone.set(needed);
+    }
+
     /// The buffer pool of batches (registered with the ring by the owner).
     pub(super) fn pool(&self) -> &BufPool {
         &self.pool
-    }
-
-    /// The zone taking writes now.
-    pub(super) fn active_zone(&self) -> Option<ZoneIndex> {
-        self.active.get()
     }
 
     pub(super) fn free_bytes<D: Device>(&self, _store: &Store<D>) -> u64 {
@@ -220,11 +230,6 @@ impl Writer {
         if let Some(waker) = self.committer.borrow_mut().take() {
             waker.wake();
         }
-    }
-
-    /// Batches waiting to be acknowledged.
-    pub(super) fn in_flight(&self) -> usize {
-        self.in_flight.borrow().len()
     }
 }
 
@@ -536,19 +541,38 @@ impl<D: Device + 'static> Store<D> {
     /// Finds room for a batch: the active zone, or the next empty zone (finishing the old one).
     async fn place(self: &Rc<Self>, batch_bytes: u64) -> StoreResult<(ZoneIndex, u64)> {
         if let Some(zone) = self.writer.active.get() {
-            let mut zones = self.writer.zones.borrow_mut();
-            let z = &mut zones[zone as usize];
-            if !z.finished && z.write_offset + batch_bytes <= z.capacity_bytes {
-                let start = z.write_offset;
-                z.write_offset += batch_bytes;
+            let placed = {
+                let mut zones = self.writer.zones.borrow_mut();
+                let z = &mut zones[zone as usize];
+                if !z.finished && z.write_offset + batch_bytes <= z.capacity_bytes {
+                    let start = z.write_offset;
+                    z.write_offset += batch_bytes;
+                    Some(start)
+                } else {
+                    z.finished = true;
+                    None
+                }
+            };
+            if let Some(start) = placed {
                 return Ok((zone, start));
             }
-            z.finished = true;
-            drop(zones);
             self.writer.active.set(None);
             if let Err(err) = self.disk.zone_command(zone, ZoneCommand::Finish).await {
                 tracing::warn!(disk = %self.name, zone, error = %err, "finishing a full zone failed");
             }
+        }
+        if self.writer.checkpoint_before_new_zone.get() {
+            // A zone was abandoned after a failed write. Recovery finds the zones written since
+            // the last checkpoint by their order; an abandoned zone may look empty and end that
+            // search early. So before any batch goes to a new zone, every batch in flight is
+            // settled and a checkpoint records the abandoned zone as finished.
+            self.wait_in_flight_empty().await;
+            if let Err(err) = self.write_checkpoint(false).await {
+                let reason = format!("checkpoint after a failed write failed: {err}");
+                *self.writer.read_only.borrow_mut() = Some(reason.clone());
+                return Err(StoreError::ReadOnly { disk: self.name.clone(), reason });
+            }
+            self.writer.checkpoint_before_new_zone.set(false);
         }
         let next = {
             let zones = self.writer.zones.borrow();
@@ -576,6 +600,7 @@ impl<D: Device + 'static> Store<D> {
                 tracing::error!(disk = %self.name, zone, error = %err, "batch write failed");
                 // Nothing more goes to this zone: its state on the device is uncertain.
                 self.writer.zones.borrow_mut()[zone as usize].finished = true;
+                self.writer.checkpoint_before_new_zone.set(true);
                 if self.writer.active.get() == Some(zone) {
                     self.writer.active.set(None);
                 }
@@ -653,6 +678,21 @@ impl<D: Device + 'static> Store<D> {
         self.writer
             .bytes_since_checkpoint
             .set(self.writer.bytes_since_checkpoint.get() + batch_bytes);
+    }
+
+    /// Waits until no batch is in flight.
+    async fn wait_in_flight_empty(&self) {
+        std::future::poll_fn(|cx| {
+            let front = self.writer.in_flight.borrow().front().map(|f| f.0.clone());
+            match front {
+                None => Poll::Ready(()),
+                Some(front) => {
+                    front.waiters.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
     }
 
     /// Stops taking writes and waits until every accepted write is acknowledged.
