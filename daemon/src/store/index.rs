@@ -71,6 +71,8 @@ pub struct Index {
     delta: HashTable<Slot>,
     overflow: HashMap<Key, Location>,
     seed: [u8; 16],
+    /// Bulk loading (recovery): merge once at the end instead of as the delta grows.
+    merge_deferred: bool,
 }
 
 impl std::fmt::Debug for Index {
@@ -91,6 +93,7 @@ impl Index {
             delta: HashTable::new(),
             overflow: HashMap::new(),
             seed,
+            merge_deferred: false,
         }
     }
 
@@ -144,14 +147,23 @@ impl Index {
 
     /// Where `key` may be.
     pub fn candidates(&self, key: &Key) -> Candidates {
+        self.candidates_tagged(key, self.tag(key))
+    }
+
+    /// Where `key`, whose tag is `tag`, may be.
+    pub fn candidates_tagged(&self, key: &Key, tag: u64) -> Candidates {
         let exact = if self.overflow.is_empty() { None } else { self.overflow.get(key).copied() };
-        Candidates { exact, by_tag: self.by_tag(self.tag(key)) }
+        Candidates { exact, by_tag: self.by_tag(tag) }
     }
 
     /// Records `key` at `location`: in its tag slot when the tag is free or already `key`'s
     /// (`tag_is_key`: the caller read the slot's record and it has this key), else in overflow.
     pub fn insert(&mut self, key: &Key, location: Location, tag_is_key: bool) {
-        let tag = self.tag(key);
+        self.insert_tagged(key, self.tag(key), location, tag_is_key);
+    }
+
+    /// As [`Index::insert`], with the key's tag already computed.
+    pub fn insert_tagged(&mut self, key: &Key, tag: u64, location: Location, tag_is_key: bool) {
         if self.by_tag(tag).is_some() && !tag_is_key {
             self.overflow.insert(*key, location);
             return;
@@ -176,7 +188,9 @@ impl Index {
             return;
         }
         self.delta.insert_unique(tag, slot, |s| s.tag);
-        if self.delta.len() > DELTA_MIN.max(self.base.len() / DELTA_FRACTION) {
+        if !self.merge_deferred
+            && self.delta.len() > DELTA_MIN.max(self.base.len() / DELTA_FRACTION)
+        {
             self.merge();
         }
     }
@@ -204,7 +218,11 @@ impl Index {
 
     /// Removes the tag slot of `key` (the caller confirmed the slot's record has this key).
     pub fn remove_tag(&mut self, key: &Key) -> Option<Location> {
-        let tag = self.tag(key);
+        self.remove_by_tag(self.tag(key))
+    }
+
+    /// Removes the tag slot `tag` (the caller confirmed whose it is).
+    pub fn remove_by_tag(&mut self, tag: u64) -> Option<Location> {
         if let Ok(entry) = self.delta.find_entry(tag, |s| ({ s.tag }) == tag) {
             return Some(entry.remove().0.location());
         }
@@ -213,6 +231,14 @@ impl Index {
         self.base[i].zone = DEAD_ZONE;
         self.base_dead += 1;
         Some(location)
+    }
+
+    /// Defers merges while bulk loading; ending the deferral merges.
+    pub fn defer_merges(&mut self, deferred: bool) {
+        self.merge_deferred = deferred;
+        if !deferred && !self.delta.is_empty() {
+            self.merge();
+        }
     }
 
     /// Folds the delta into the base: one exactly sized sorted vector, dead slots dropped.

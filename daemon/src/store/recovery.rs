@@ -8,7 +8,6 @@
 //! the empty zones after it in ascending order; the scan stops at the first empty zone that has
 //! no fresh batch at its start.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use ioengine::buf::AlignedBuf;
@@ -55,6 +54,10 @@ pub struct RecoveryReport {
     pub warnings: Vec<String>,
     /// Milliseconds the recovery took.
     pub duration_ms: u64,
+    /// Of which scanning the tail.
+    pub scan_ms: u64,
+    /// Of which applying the tail to the index.
+    pub apply_ms: u64,
 }
 
 /// A record found by the tail scan.
@@ -235,7 +238,9 @@ impl<D: Device + 'static> Store<D> {
                 checkpoint.map(|h| h.generation).unwrap_or(0),
             ),
         });
+        let scan_started = std::time::Instant::now();
         let tail = store.scan_tail(&mut zones, covered_seq, &mut report).await?;
+        report.scan_ms = scan_started.elapsed().as_millis() as u64;
         let mut store = match Rc::try_unwrap(store) {
             Ok(store) => store,
             Err(_) => unreachable!("no task holds the store during recovery"),
@@ -243,7 +248,9 @@ impl<D: Device + 'static> Store<D> {
         if let Some(max_seq) = tail.iter().map(|r| r.seq).max() {
             next_seq = next_seq.max(max_seq + 1);
         }
+        let apply_started = std::time::Instant::now();
         store.apply_tail(&tail).await?;
+        report.apply_ms = apply_started.elapsed().as_millis() as u64;
         let abandoned = store.restore_zones(&mut zones).await?;
         let active = choose_active(&zones, store.superblock.first_data_zone());
         recompute_live(&store.index.borrow(), &mut zones, &store.stats);
@@ -276,10 +283,13 @@ impl<D: Device + 'static> Store<D> {
     /// Applies tail records in sequence order, resolving which key owns a tag on disk when
     /// the tag was not set by the tail itself.
     async fn apply_tail(&self, tail: &[TailRecord]) -> StoreResult<()> {
-        let mut tail_owner: HashMap<u64, Key> = HashMap::new();
+        // Which key owns each tag the tail itself set (tags are already uniform hashes).
+        let mut tail_owner: hashbrown::HashMap<u64, Key, IdentityHash> =
+            hashbrown::HashMap::default();
+        self.index.borrow_mut().defer_merges(true);
         for record in tail {
             let tag = self.index.borrow().tag(&record.key);
-            let candidates = self.index.borrow().candidates(&record.key);
+            let candidates = self.index.borrow().candidates_tagged(&record.key, tag);
             let exact = candidates.exact.is_some();
             let tag_is_key = match candidates.by_tag {
                 None => false,
@@ -295,7 +305,7 @@ impl<D: Device + 'static> Store<D> {
             match record.kind {
                 RecordKind::Block => {
                     let free = candidates.by_tag.is_none();
-                    index.insert(&record.key, record.location, tag_is_key || free);
+                    index.insert_tagged(&record.key, tag, record.location, tag_is_key || free);
                     if tag_is_key || free {
                         tail_owner.insert(tag, record.key);
                     }
@@ -304,13 +314,14 @@ impl<D: Device + 'static> Store<D> {
                     if exact {
                         index.remove_exact(&record.key);
                     } else if tag_is_key {
-                        index.remove_tag(&record.key);
+                        index.remove_by_tag(tag);
                         tail_owner.remove(&tag);
                     }
                 }
                 RecordKind::Padding | RecordKind::Batch => {}
             }
         }
+        self.index.borrow_mut().defer_merges(false);
         Ok(())
     }
 
@@ -890,4 +901,33 @@ fn verify_value(record: &[u8], value_len: u32) -> bool {
         .chunks(CHUNK_BYTES)
         .enumerate()
         .all(|(i, chunk)| format::verify_chunk(record, i, chunk).is_ok())
+}
+
+/// A hasher for keys that are already uniform 64-bit hashes (index tags).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdentityHash;
+
+impl std::hash::BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// See [`IdentityHash`].
+#[derive(Debug, Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
