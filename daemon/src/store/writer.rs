@@ -334,6 +334,7 @@ impl<D: Device + 'static> Store<D> {
     async fn append(self: &Rc<Self>, mut change: IndexChange, value: &[u8]) -> StoreResult<()> {
         let record_len = format::record_bytes(value.len() as u32);
         let shared = loop {
+            self.check_writable()?;
             let fits = {
                 let mut open = self.writer.open.borrow_mut();
                 match open.as_mut() {
@@ -359,7 +360,9 @@ impl<D: Device + 'static> Store<D> {
                 let bytes = single_record_batch_bytes(value.len() as u32, self.block_bytes);
                 BatchBuf::Owned(AlignedBuf::new(bytes, self.block_bytes.max(4096)))
             };
-            // Another request may have opened a batch while this one waited for a buffer.
+            // The store may have stopped, or another request opened a batch, while this one
+            // waited for a buffer.
+            self.check_writable()?;
             if self.writer.open.borrow().is_some() {
                 drop(buf);
                 continue;
@@ -594,7 +597,10 @@ impl<D: Device + 'static> Store<D> {
     /// A batch write finished: acknowledge every batch at the front of the pipeline that is
     /// durable, in order, applying its records to the index.
     fn complete(&self, shared: &Rc<BatchShared>, zone: ZoneIndex, result: ioengine::Result<()>) {
+        // A halted store already failed this batch: its outcome stays failed.
+        let halted = !matches!(*shared.outcome.borrow(), Outcome::Pending);
         match result {
+            _ if halted => {}
             Ok(()) => *shared.outcome.borrow_mut() = Outcome::Written,
             Err(err) => {
                 tracing::error!(disk = %self.name, zone, error = %err, "batch write failed");
@@ -693,6 +699,25 @@ impl<D: Device + 'static> Store<D> {
             }
         })
         .await;
+    }
+
+    /// Stops the writer at once, as a power cut would: requests waiting for a batch fail, the
+    /// committer exits, nothing more is written. For crash tests and for a disk that failed.
+    pub fn halt(&self) {
+        self.writer.stopping.set(true);
+        *self.writer.read_only.borrow_mut() = Some("halted".into());
+        let halted =
+            || Rc::new(StoreError::ReadOnly { disk: self.name.clone(), reason: "halted".into() });
+        if let Some(open) = self.writer.open.borrow_mut().take() {
+            open.shared.set(Outcome::Failed(halted()));
+        }
+        for (shared, ..) in self.writer.in_flight.borrow_mut().drain(..) {
+            shared.set(Outcome::Failed(halted()));
+        }
+        for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        self.writer.wake_committer();
     }
 
     /// Stops taking writes and waits until every accepted write is acknowledged.
