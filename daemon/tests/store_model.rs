@@ -25,7 +25,7 @@ use ioengine::device::sim::{
     Trigger,
 };
 use shingle_daemon::store::format;
-use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, StoreError};
+use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, StoreError, SyncMode};
 
 const SEEDS_DEFAULT: u64 = 120;
 const EPOCHS: usize = 6;
@@ -199,8 +199,11 @@ fn run_seed(seed: u64) -> Result<(), Failure> {
         history: BTreeMap::new(),
         scenario,
     };
-    let store_config =
-        StoreConfig { value_bytes_max: VALUE_BYTES_MAX, checkpoint_interval_bytes: 2 << 20 };
+    let store_config = StoreConfig {
+        value_bytes_max: VALUE_BYTES_MAX,
+        checkpoint_interval_bytes: 2 << 20,
+        sync: if rng.chance(30) { SyncMode::WriteThenFdatasync } else { SyncMode::Dsync },
+    };
 
     // Format without faults.
     let (formatted, formatted_disk) = Core::new(64).unwrap().block_on(async move {

@@ -44,6 +44,17 @@ pub const LIST_PAGE_MAX: usize = 10_000;
 
 const _: () = assert!(PIPELINE_DEPTH >= 1);
 
+/// How a batch is made durable before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// One write with RWF_DSYNC (FUA on devices that have it; the file system commits what
+    /// the write needs on files).
+    #[default]
+    Dsync,
+    /// A plain write, then fdatasync (a device cache flush) once it completed.
+    WriteThenFdatasync,
+}
+
 /// Tunables of a store, validated by the config crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -51,6 +62,8 @@ pub struct StoreConfig {
     pub value_bytes_max: u32,
     /// Log bytes between checkpoints.
     pub checkpoint_interval_bytes: u64,
+    /// How batches are made durable.
+    pub sync: SyncMode,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +71,7 @@ impl Default for StoreConfig {
         StoreConfig {
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             checkpoint_interval_bytes: CHECKPOINT_INTERVAL_BYTES_DEFAULT,
+            sync: SyncMode::default(),
         }
     }
 }

@@ -20,7 +20,7 @@ use ioengine::op::WriteFlags;
 use super::format::{
     self, BATCH_INFO_BYTES, BatchInfo, KEY_BYTES, Key, Location, RECORD_HEADER_BYTES, RecordKind,
 };
-use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult};
+use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult, SyncMode};
 
 /// Bytes of the batch record that opens every batch.
 pub(super) fn batch_record_bytes() -> usize {
@@ -529,13 +529,19 @@ impl<D: Device + 'static> Store<D> {
         let shared = batch.shared.clone();
         let buf = batch.buf;
         // Spawned in order, polled in order: the write reaches the ring before any later batch.
+        let sync = self.config.sync;
         ioengine::spawn(async move {
-            let result = match buf {
-                BatchBuf::Pooled(buf) => {
-                    store.disk.write_at(offset, buf, WriteFlags::DSYNC).await.0
-                }
-                BatchBuf::Owned(buf) => store.disk.write_at(offset, buf, WriteFlags::DSYNC).await.0,
+            let flags = match sync {
+                SyncMode::Dsync => WriteFlags::DSYNC,
+                SyncMode::WriteThenFdatasync => WriteFlags::default(),
             };
+            let mut result = match buf {
+                BatchBuf::Pooled(buf) => store.disk.write_at(offset, buf, flags).await.0,
+                BatchBuf::Owned(buf) => store.disk.write_at(offset, buf, flags).await.0,
+            };
+            if result.is_ok() && sync == SyncMode::WriteThenFdatasync {
+                result = store.disk.flush().await;
+            }
             store.complete(&shared, zone, result);
         })
         .detach();
