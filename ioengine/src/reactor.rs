@@ -109,6 +109,8 @@ pub struct Reactor {
     wake_armed: Cell<bool>,
     wake_buf: Box<Cell<u64>>,
     shut_down: Cell<bool>,
+    reap_wakers: Cell<Vec<Waker>>,
+    reap_dropped: Cell<Vec<Box<dyn Any>>>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -138,6 +140,8 @@ impl Reactor {
             wake_armed: Cell::new(false),
             wake_buf: Box::new(Cell::new(0)),
             shut_down: Cell::new(false),
+            reap_wakers: Cell::new(Vec::with_capacity(entries as usize * 2)),
+            reap_dropped: Cell::new(Vec::new()),
         })
     }
 
@@ -271,8 +275,9 @@ impl Reactor {
     /// Moves completions from the ring into their slots and wakes their tasks. Returns the
     /// number of completions seen.
     pub fn reap(&self) -> usize {
-        let mut wakers = Vec::new();
-        let mut dropped: Vec<Box<dyn Any>> = Vec::new();
+        // Reused between turns: reaping allocates nothing once the vectors have grown.
+        let mut wakers = self.reap_wakers.take();
+        let mut dropped = self.reap_dropped.take();
         let mut count = 0;
         {
             let mut ring = self.ring.borrow_mut();
@@ -306,10 +311,12 @@ impl Reactor {
         }
         self.promote_deferred();
         // Wake and drop outside the borrows: a dropped buffer may wake a pool waiter.
-        drop(dropped);
-        for waker in wakers {
+        dropped.clear();
+        for waker in wakers.drain(..) {
             waker.wake();
         }
+        self.reap_wakers.set(wakers);
+        self.reap_dropped.set(dropped);
         count
     }
 

@@ -241,3 +241,15 @@ pub fn wait_for_signal(signals: &[i32]) -> io::Result<i32> {
         }
     }
 }
+
+/// madvise(MADV_HUGEPAGE) on `len` bytes at `ptr` (2 MiB aligned): ask for transparent huge
+/// pages. EINVAL (no THP in this kernel) is not an error worth reporting.
+pub fn advise_huge_pages(ptr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: madvise only changes paging advice for a range the caller owns; it reads and
+    // writes no memory through the pointer.
+    match syscall!(madvise(ptr.cast(), len, libc::MADV_HUGEPAGE)) {
+        Ok(_) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
