@@ -264,7 +264,7 @@ impl<D: Device + 'static> Store<D> {
         store.recovery = report;
         let store = Rc::new(store);
         ioengine::executor::register_pool(store.writer.pool());
-        ioengine::spawn(store.clone().run_committer()).detach();
+        ioengine::spawn(Store::run_committer(Rc::downgrade(&store))).detach();
         tracing::info!(
             disk = %name,
             keys = store.len(),

@@ -432,24 +432,28 @@ impl<D: Device + 'static> Store<D> {
 
     /// The disk's committer: seals and submits the open batch whenever the pipeline has room.
     /// Runs until the store closes and nothing is left to write.
-    pub(super) async fn run_committer(self: Rc<Self>) {
+    ///
+    /// It holds the store only weakly while it waits: a store dropped without `close` (its
+    /// owner gave up on the disk) is freed, and the committer ends with it.
+    pub(super) async fn run_committer(store: std::rc::Weak<Self>) {
         loop {
             let ready = std::future::poll_fn(|cx| {
+                let Some(this) = store.upgrade() else { return Poll::Ready(false) };
                 let has_open =
-                    self.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
-                let room = self.writer.in_flight.borrow().len() < PIPELINE_DEPTH;
+                    this.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
+                let room = this.writer.in_flight.borrow().len() < PIPELINE_DEPTH;
                 if has_open && room {
                     return Poll::Ready(true);
                 }
-                if self.writer.stopping.get()
+                if this.writer.stopping.get()
                     && !has_open
-                    && self.writer.in_flight.borrow().is_empty()
+                    && this.writer.in_flight.borrow().is_empty()
                 {
                     return Poll::Ready(false);
                 }
-                *self.writer.committer.borrow_mut() = Some(cx.waker().clone());
+                *this.writer.committer.borrow_mut() = Some(cx.waker().clone());
                 if !room {
-                    let front = self.writer.in_flight.borrow().front().map(|f| f.0.clone());
+                    let front = this.writer.in_flight.borrow().front().map(|f| f.0.clone());
                     if let Some(front) = front {
                         front.waiters.borrow_mut().push(cx.waker().clone());
                     }
@@ -457,27 +461,33 @@ impl<D: Device + 'static> Store<D> {
                 Poll::Pending
             })
             .await;
+            let Some(this) = store.upgrade() else { return };
             if !ready {
                 return;
             }
-            let batch = self.writer.open.borrow_mut().take();
-            self.writer.full.set(false);
-            for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
-                waker.wake();
-            }
-            if let Some(batch) = batch {
-                self.submit(batch).await;
-            }
-            if self.writer.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes {
-                self.writer.bytes_since_checkpoint.set(0);
-                let store = self.clone();
-                ioengine::spawn_background(async move {
-                    if let Err(err) = store.write_checkpoint(false).await {
-                        tracing::warn!(disk = %store.name, error = %err, "checkpoint failed");
-                    }
-                })
-                .detach();
-            }
+            this.commit_once().await;
+        }
+    }
+
+    /// Takes the open batch, submits it, and starts a checkpoint when one is due.
+    async fn commit_once(self: &Rc<Self>) {
+        let batch = self.writer.open.borrow_mut().take();
+        self.writer.full.set(false);
+        for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        if let Some(batch) = batch {
+            self.submit(batch).await;
+        }
+        if self.writer.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes {
+            self.writer.bytes_since_checkpoint.set(0);
+            let store = self.clone();
+            ioengine::spawn_background(async move {
+                if let Err(err) = store.write_checkpoint(false).await {
+                    tracing::warn!(disk = %store.name, error = %err, "checkpoint failed");
+                }
+            })
+            .detach();
         }
     }
 
