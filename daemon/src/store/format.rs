@@ -89,6 +89,25 @@ fn need(what: &'static str, bytes: &[u8], needed: usize) -> FormatResult<()> {
     Ok(())
 }
 
+/// Checks a fixed-size structure's magic, version and trailing crc32c (over everything before
+/// it) before its fields are trusted.
+fn check_envelope(what: &'static str, b: &[u8], magic: &[u8; 8], len: usize) -> FormatResult<u32> {
+    need(what, b, len)?;
+    if b[0..8] != *magic {
+        return Err(FormatError::BadMagic { what, found: b[0..8].to_vec() });
+    }
+    let version = get_u32(b, 8);
+    if version > FORMAT_VERSION {
+        return Err(FormatError::NewerVersion { what, found: version, supported: FORMAT_VERSION });
+    }
+    let expected = get_u32(b, len - 4);
+    let got = crc32c(&b[..len - 4]);
+    if expected != got {
+        return Err(FormatError::ChecksumMismatch { what, expected, got });
+    }
+    Ok(version)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Superblock
 
@@ -147,23 +166,7 @@ impl Superblock {
     /// Decodes and validates one copy.
     pub fn decode(b: &[u8]) -> FormatResult<Superblock> {
         const WHAT: &str = "superblock";
-        need(WHAT, b, SUPERBLOCK_BYTES)?;
-        if b[0..8] != SUPERBLOCK_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT, found: b[0..8].to_vec() });
-        }
-        let version = get_u32(b, 8);
-        if version > FORMAT_VERSION {
-            return Err(FormatError::NewerVersion {
-                what: WHAT,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let expected = get_u32(b, SUPERBLOCK_BYTES - 4);
-        let got = crc32c(&b[..SUPERBLOCK_BYTES - 4]);
-        if expected != got {
-            return Err(FormatError::ChecksumMismatch { what: WHAT, expected, got });
-        }
+        let version = check_envelope(WHAT, b, &SUPERBLOCK_MAGIC, SUPERBLOCK_BYTES)?;
         let sb = Superblock {
             disk_uuid: b[16..32].try_into().expect("16 bytes"),
             created_unix_ms: get_u64(b, 32),
@@ -476,23 +479,7 @@ impl CheckpointHeader {
     /// Decodes and validates a checkpoint header.
     pub fn decode(b: &[u8]) -> FormatResult<CheckpointHeader> {
         const WHAT: &str = "checkpoint header";
-        need(WHAT, b, CHECKPOINT_HEADER_BYTES)?;
-        if b[0..8] != CHECKPOINT_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT, found: b[0..8].to_vec() });
-        }
-        let version = get_u32(b, 8);
-        if version > FORMAT_VERSION {
-            return Err(FormatError::NewerVersion {
-                what: WHAT,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let expected = get_u32(b, CHECKPOINT_HEADER_BYTES - 4);
-        let got = crc32c(&b[..CHECKPOINT_HEADER_BYTES - 4]);
-        if expected != got {
-            return Err(FormatError::ChecksumMismatch { what: WHAT, expected, got });
-        }
+        check_envelope(WHAT, b, &CHECKPOINT_MAGIC, CHECKPOINT_HEADER_BYTES)?;
         let header = CheckpointHeader {
             zone_count: get_u32(b, 12),
             generation: get_u64(b, 16),

@@ -120,31 +120,7 @@ impl Disk {
     }
 
     fn check_io(&self, offset: u64, len: usize, ptr: *const u8) -> Result<()> {
-        let block = self.geometry.logical_block_bytes;
-        let aligned = |v: u64| v % u64::from(block) == 0;
-        if !aligned(offset) {
-            return Err(Error::Unaligned { what: "offset", value: offset, align_bytes: block });
-        }
-        if !aligned(len as u64) {
-            return Err(Error::Unaligned { what: "length", value: len as u64, align_bytes: block });
-        }
-        if !aligned(ptr as u64) {
-            return Err(Error::Unaligned {
-                what: "buffer address",
-                value: ptr as u64,
-                align_bytes: block,
-            });
-        }
-        let end = offset.saturating_add(len as u64);
-        if end > self.geometry.capacity_bytes() {
-            return Err(Error::OutOfRange {
-                what: "the device",
-                offset,
-                end,
-                limit: self.geometry.capacity_bytes(),
-            });
-        }
-        Ok(())
+        self.geometry.check_io(offset, len, ptr)
     }
 
     /// After a failed write: a zoned device's write pointer is re-read (the device is the

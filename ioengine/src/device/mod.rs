@@ -70,6 +70,30 @@ impl Geometry {
     pub fn zone_start(&self, zone: ZoneIndex) -> u64 {
         u64::from(zone) * self.zone_size_bytes
     }
+
+    /// Checks an I/O before it is submitted: offset, length and buffer address aligned to the
+    /// logical block size, and the range inside the device. Every backend applies it.
+    pub fn check_io(&self, offset: u64, len: usize, ptr: *const u8) -> Result<()> {
+        let block = self.logical_block_bytes;
+        let aligned = |v: u64| v % u64::from(block) == 0;
+        let unaligned =
+            |what, value| Err(crate::Error::Unaligned { what, value, align_bytes: block });
+        if !aligned(offset) {
+            return unaligned("offset", offset);
+        }
+        if !aligned(len as u64) {
+            return unaligned("length", len as u64);
+        }
+        if !aligned(ptr as u64) {
+            return unaligned("buffer address", ptr as u64);
+        }
+        let end = offset.saturating_add(len as u64);
+        if end > self.capacity_bytes() {
+            let limit = self.capacity_bytes();
+            return Err(crate::Error::OutOfRange { what: "the device", offset, end, limit });
+        }
+        Ok(())
+    }
 }
 
 /// Zone type.

@@ -733,33 +733,9 @@ impl SimDisk {
         }
     }
 
-    /// The same checks as `Disk::check_io`.
+    /// The same checks as the real backends ([`Geometry::check_io`]).
     fn check_io(&self, offset: u64, len: usize, ptr: *const u8) -> Result<()> {
-        let block = self.geometry.logical_block_bytes;
-        let aligned = |v: u64| v % u64::from(block) == 0;
-        if !aligned(offset) {
-            return Err(Error::Unaligned { what: "offset", value: offset, align_bytes: block });
-        }
-        if !aligned(len as u64) {
-            return Err(Error::Unaligned { what: "length", value: len as u64, align_bytes: block });
-        }
-        if !aligned(ptr as u64) {
-            return Err(Error::Unaligned {
-                what: "buffer address",
-                value: ptr as u64,
-                align_bytes: block,
-            });
-        }
-        let end = offset.saturating_add(len as u64);
-        if end > self.geometry.capacity_bytes() {
-            return Err(Error::OutOfRange {
-                what: "the device",
-                offset,
-                end,
-                limit: self.geometry.capacity_bytes(),
-            });
-        }
-        Ok(())
+        self.geometry.check_io(offset, len, ptr)
     }
 
     /// Yields once with the plan's probability, so completions interleave per seed.
