@@ -44,7 +44,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--smoke" => records = vec![20_000],
             "--records" => {
                 let list = args.next().context("--records needs a list, e.g. 100000,1000000")?;
-                records = list.split(',').map(str::parse).collect::<Result<_, _>>().context("--records")?;
+                records = list
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--records")?;
             }
             "--dir" => dir = PathBuf::from(args.next().context("--dir needs a path")?),
             other => bail!("unknown argument {other:?} (use --records N,M, --dir DIR or --smoke)"),
@@ -82,13 +86,23 @@ fn config(checkpoint_interval_bytes: u64) -> StoreConfig {
 }
 
 /// Fills a fresh disk with `records` records. With `clean`, closes it (clean checkpoint).
-fn fill(path: &Path, records: u64, interval: u64, clean: bool) -> anyhow::Result<(f64, usize, usize)> {
+fn fill(
+    path: &Path,
+    records: u64,
+    interval: u64,
+    clean: bool,
+) -> anyhow::Result<(f64, usize, usize)> {
     let _ = std::fs::remove_file(path);
     let size = disk_bytes(records);
     let path = path.to_path_buf();
     Core::new(512)?.block_on(async move {
         let disk = open_disk(&path, size, true)?;
-        store::format(&disk, &FormatOptions { value_bytes_max: 1 << 20, checkpoint_zones_per_set: 0 }, false).await?;
+        store::format(
+            &disk,
+            &FormatOptions { value_bytes_max: 1 << 20, checkpoint_zones_per_set: 0 },
+            false,
+        )
+        .await?;
         let s = Store::open(disk, config(interval)).await?;
         let start = Instant::now();
         let next = Rc::new(std::cell::Cell::new(0u64));
@@ -139,19 +153,32 @@ fn reopen(path: &Path, records: u64) -> anyhow::Result<(f64, usize, u64, u64)> {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("store-restart: {VALUE_BYTES}-byte values, {} MiB zones, kernel {}", ZONE_BYTES >> 20, kernel.trim());
+    println!(
+        "store-restart: {VALUE_BYTES}-byte values, {} MiB zones, kernel {}",
+        ZONE_BYTES >> 20,
+        kernel.trim()
+    );
     println!("disk: a preallocated file in {}", args.dir.display());
     println!();
     println!(
         "{:>10} {:>10} {:>14} {:>16} {:>14} {:>12} {:>14}",
-        "records", "fill s", "clean open ms", "ckpt+tail ms", "no-ckpt ms", "ms/M (clean)", "index B/entry"
+        "records",
+        "fill s",
+        "clean open ms",
+        "ckpt+tail ms",
+        "no-ckpt ms",
+        "ms/M (clean)",
+        "index B/entry"
     );
     for &records in &args.records {
         let path = args.dir.join(format!("shingle-restart-{records}.img"));
         // 1. Clean close: the open reads the shutdown checkpoint and scans nothing.
         let (fill_s, heap, len) = fill(&path, records, 256 << 20, true)?;
         let (clean_ms, clean_keys, clean_tail, _) = reopen(&path, records)?;
-        anyhow::ensure!(clean_keys as u64 == records && clean_tail == 0, "clean open found {clean_keys} keys, {clean_tail} tail");
+        anyhow::ensure!(
+            clean_keys as u64 == records && clean_tail == 0,
+            "clean open found {clean_keys} keys, {clean_tail} tail"
+        );
         // 2. Crash with checkpoints every 256 MiB: checkpoint plus the tail after it.
         fill(&path, records, 256 << 20, false)?;
         let (tail_ms, tail_keys, _, _) = reopen(&path, records)?;
@@ -159,7 +186,10 @@ fn main() -> anyhow::Result<()> {
         // 3. No checkpoint ever: the whole log is scanned.
         fill(&path, records, u64::MAX, false)?;
         let (scan_ms, scan_keys, scan_tail, _) = reopen(&path, records)?;
-        anyhow::ensure!(scan_keys as u64 == records && scan_tail == records, "full scan found {scan_keys} keys");
+        anyhow::ensure!(
+            scan_keys as u64 == records && scan_tail == records,
+            "full scan found {scan_keys} keys"
+        );
         let per_million = clean_ms.max(tail_ms) / (records as f64 / 1e6);
         println!(
             "{records:>10} {fill_s:>10.1} {clean_ms:>14.0} {tail_ms:>16.0} {scan_ms:>14.0} {per_million:>12.0} {:>14.1}",
