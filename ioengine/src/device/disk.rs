@@ -207,10 +207,31 @@ impl Device for Disk {
             Ok(plan) => plan,
             Err(err) => return (Err(err), buf),
         };
+        let max_piece = self.geometry.max_io_bytes as usize;
+        if len <= max_piece {
+            // One piece: no sharing of the buffer needed (and no allocation on this path).
+            let (result, buf) = match op::submit_write(&self.file, buf, 0, len, offset, flags) {
+                Ok(pending) => pending.await,
+                Err((err, buf)) => (Err(err), buf),
+            };
+            let result = match result {
+                Ok(n) if n == len => Ok(()),
+                Ok(n) => Err(Error::ShortTransfer {
+                    op: OpKind::Write,
+                    offset,
+                    done_bytes: n,
+                    expected_bytes: len,
+                }),
+                Err(err) => Err(err),
+            };
+            if result.is_err() {
+                self.after_write_error(plan.zone).await;
+            }
+            return (result, buf);
+        }
         // Every piece is pushed onto the ring now, in order, in this one poll: writes to a
         // sequential zone reach the device in submission order (never IOSQE_ASYNC).
         let shared = Rc::new(buf);
-        let max_piece = self.geometry.max_io_bytes as usize;
         let mut pieces: SmallVec<[_; INLINE_PIECES]> = SmallVec::new();
         let mut result = Ok(());
         let mut pos = 0;
