@@ -115,12 +115,17 @@ impl<D: Device + 'static> Store<D> {
             data_zones.len() * super::format::CHECKPOINT_ZONE_BYTES
                 + index.len() * super::format::CHECKPOINT_ENTRY_BYTES,
         );
+        // A finished zone with batches still in flight is recorded as partly written, so
+        // recovery scans past its acknowledged end for the batches acknowledged later.
+        let busy = self.writer.zones_in_flight();
         for (i, z) in data_zones.iter().enumerate() {
+            let zone = (first + i) as u32;
+            let finished = z.finished && !busy.contains(&zone);
             ZoneState {
-                zone: (first + i) as u32,
+                zone,
                 write_offset: z.acked_end,
                 live_bytes: z.live_bytes,
-                flags: if z.finished { ZONE_STATE_FINISHED } else { 0 },
+                flags: if finished { ZONE_STATE_FINISHED } else { 0 },
             }
             .encode_into(&mut body);
         }

@@ -206,6 +206,11 @@ impl Writer {
         }
     }
 
+    /// Zones that batches in flight are written to.
+    pub(super) fn zones_in_flight(&self) -> Vec<ZoneIndex> {
+        self.in_flight.borrow().iter().map(|(shared, ..)| shared.zone.get()).collect()
+    }
+
     /// Requires a checkpoint before the next zone is opened.
     pub(super) fn set_checkpoint_before_new_zone(&self, needed: bool) {
         self.checkpoint_before_new_zone.set(needed);
