@@ -1,24 +1,50 @@
-//! `shingled`, the storage-node daemon. This build brings up what exists: one pinned core per
-//! CPU with its io_uring, and the embedded default disk (a file-backed disk under
-//! ./shingle-data), formatted on first start and recovered on every later one, with its store
-//! served by core 0. SIGINT or SIGTERM closes the store cleanly (a checkpoint, so the next
-//! start scans no log) and exits. The protocol and the config file come with the next step.
+//! `shingled`, the storage-node daemon. This build brings up what exists: it reads and
+//! validates the config (or serves the embedded default: one file-backed disk under
+//! ./shingle-data), starts one pinned core per configured CPU, and has each core open the disks
+//! placed on it (a new file-backed disk is formatted; every other disk is recovered) and serve
+//! their stores. SIGINT or SIGTERM closes every store cleanly (a checkpoint, so the next start
+//! scans no log) and exits. The network protocol arrives with the server (step 3).
+//!
+//! ```text
+//! shingled [--config FILE]        run
+//! shingled check-config FILE      validate FILE, print the resolved config, exit 1 on problems
+//! ```
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use config::{Config, DiskConfig};
 use ioengine::device::{Device, Disk, DiskOptions};
 use ioengine::{Runtime, RuntimeConfig};
-use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig};
+use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, SyncMode};
 
-/// The embedded default disk: size and zone size.
-const DEFAULT_DISK_BYTES: u64 = 1 << 30;
-const DEFAULT_ZONE_BYTES: u64 = 64 << 20;
+/// The data folder of the embedded default config.
+const DEFAULT_DATA_DIR: &str = "shingle-data";
+
+enum Command {
+    Run { config: Option<PathBuf> },
+    CheckConfig(PathBuf),
+    Help,
+}
+
+fn parse_args() -> anyhow::Result<Command> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Ok(Command::Run { config: None }),
+        ["--config", path] => Ok(Command::Run { config: Some(PathBuf::from(path)) }),
+        ["check-config", path] => Ok(Command::CheckConfig(PathBuf::from(path))),
+        ["--help" | "-h"] => Ok(Command::Help),
+        _ => bail!(
+            "unknown arguments {args:?}; usage: shingled [--config FILE] | shingled check-config FILE"
+        ),
+    }
+}
 
 /// A stop request the main thread raises and every core awaits.
 #[derive(Default)]
@@ -49,81 +75,177 @@ impl Shutdown {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One readable message, the causes after it; no backtrace for an operator error.
+            eprintln!("shingled: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Some(arg) = std::env::args().nth(1) {
-        anyhow::bail!("unknown argument {arg:?}: this build of shingled takes no arguments yet");
+    match parse_args()? {
+        Command::Help => {
+            eprintln!("usage: shingled [--config FILE] | shingled check-config FILE");
+            Ok(())
+        }
+        Command::CheckConfig(path) => check_config(&path),
+        Command::Run { config } => run(config),
     }
-    let data_dir = PathBuf::from("shingle-data");
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
-    let disk_path = data_dir.join("disk0.img");
-    let fresh = !disk_path.exists();
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path)
+        .map_err(|errors| anyhow::anyhow!("{} is not valid:\n{errors}", path.display()))
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let cpus = ioengine::sys::allowed_cpus().context("reading the CPU affinity mask")?;
+    let placement = config.placement(&cpus).map_err(|errors| {
+        anyhow::anyhow!("{} does not fit this host:\n{errors}", path.display())
+    })?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write as _;
+    writeln!(
+        out,
+        "{}: valid; {} disk(s) on {} core(s)",
+        path.display(),
+        config.disks.len(),
+        placement.core_count()
+    )?;
+    write!(out, "{}", config.to_toml())?;
+    Ok(())
+}
+
+fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match &path {
+        Some(path) => load(path)?,
+        None => {
+            let dir = PathBuf::from(DEFAULT_DATA_DIR);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+            tracing::info!(folder = %dir.display(), "no --config: serving the embedded default");
+            Config::embedded_default(&dir)
+        }
+    };
+    let cpus = ioengine::sys::allowed_cpus().context("reading the CPU affinity mask")?;
+    let placement = config
+        .placement(&cpus)
+        .map_err(|errors| anyhow::anyhow!("the config does not fit this host:\n{errors}"))?;
+    let per_core: Vec<Vec<DiskConfig>> = (0..placement.core_count())
+        .map(|core| placement.disks_of(core).map(|i| config.disks[i].clone()).collect())
+        .collect();
+    let per_core = Arc::new(per_core);
+    let store_defaults = Arc::new(config.store.clone());
 
     // Cores inherit the mask: termination signals are taken here, never inside a core.
     ioengine::sys::block_signals(&ioengine::sys::TERMINATION_SIGNALS)
         .context("cannot block SIGINT/SIGTERM")?;
     let shutdown = Arc::new(Shutdown::default());
     let for_cores = shutdown.clone();
-    let runtime = Runtime::start(RuntimeConfig::default(), move |info| {
-        let disk_path = disk_path.clone();
+    let runtime_config = RuntimeConfig {
+        cpus: placement.cpus().to_vec(),
+        pin: true,
+        ring_entries: config.runtime.ring_entries,
+    };
+    let runtime = Runtime::start(runtime_config, move |info| {
+        let disks = per_core[info.index].clone();
+        let store_defaults = store_defaults.clone();
         let shutdown = for_cores.clone();
         async move {
-            if info.index == 0 {
-                if let Err(err) = serve_default_disk(disk_path, fresh, &shutdown).await {
-                    tracing::error!(error = %format!("{err:#}"), "disk 0 failed");
+            let mut stores = Vec::new();
+            for disk in &disks {
+                match open_disk(disk, &store_defaults).await {
+                    Ok(store) => stores.push(store),
+                    // One disk failing never takes down the others.
+                    Err(err) => tracing::error!(disk = disk.id, path = %disk.path.display(), error = %format!("{err:#}"), "disk not served"),
                 }
             }
             shutdown.wait().await;
+            for (store, disk) in stores.iter().zip(&disks) {
+                match store.close().await {
+                    Ok(()) => tracing::info!(disk = disk.id, "closed with a clean checkpoint"),
+                    Err(err) => tracing::error!(disk = disk.id, error = %err, "close failed"),
+                }
+            }
         }
     })
     .context("cannot start the cores")?;
-    tracing::info!(cores = runtime.cores().len(), "shingled running; Ctrl-C or SIGTERM stops it");
+    tracing::info!(
+        cores = runtime.cores().len(),
+        disks = config.disks.len(),
+        "shingled running; Ctrl-C or SIGTERM stops it"
+    );
     let signal = ioengine::sys::wait_for_signal(&ioengine::sys::TERMINATION_SIGNALS)
         .context("waiting for a termination signal")?;
     tracing::info!(signal, "stopping");
     shutdown.raise();
     if runtime.join().is_err() {
-        anyhow::bail!("a core panicked while stopping");
+        bail!("a core panicked while stopping");
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Opens (formatting on first start) the embedded default disk, reports what recovery found,
-/// and closes the store cleanly when shutdown is raised.
-async fn serve_default_disk(path: PathBuf, fresh: bool, shutdown: &Shutdown) -> anyhow::Result<()> {
+/// Opens one configured disk: creates and formats a new file-backed disk, recovers every other.
+async fn open_disk(
+    disk: &DiskConfig,
+    defaults: &config::StoreConfig,
+) -> anyhow::Result<Rc<Store<Disk>>> {
+    let new_file = disk.size.is_some() && !disk.path.exists();
     let options = DiskOptions {
-        zone_size_bytes: DEFAULT_ZONE_BYTES,
-        create_size_bytes: Some(DEFAULT_DISK_BYTES),
-        fresh,
-        ..DiskOptions::default()
+        zone_size_bytes: disk.zone_size.0,
+        zone_capacity_bytes: Some(disk.zone_capacity.0),
+        max_open_zones: disk.max_open_zones,
+        max_active_zones: disk.max_active_zones,
+        max_io_bytes: None,
+        create_size_bytes: disk.size.map(|s| s.0),
+        fresh: new_file,
     };
-    let disk =
-        Disk::open(&path, &options).with_context(|| format!("opening {}", path.display()))?;
-    if fresh {
-        store::format(&disk, &FormatOptions::default(), false).await?;
-        tracing::info!(path = %path.display(), zones = disk.geometry().zone_count, "formatted a new disk");
+    let device = Disk::open(&disk.path, &options)
+        .with_context(|| format!("opening {}", disk.path.display()))?;
+    let value_bytes_max =
+        u32::try_from(defaults.value_bytes_max.0).context("store.value_bytes_max")?;
+    if new_file {
+        store::format(
+            &device,
+            &FormatOptions { value_bytes_max, checkpoint_zones_per_set: 0 },
+            false,
+        )
+        .await?;
+        tracing::info!(disk = disk.id, path = %disk.path.display(), zones = device.geometry().zone_count, "formatted a new disk");
     }
-    let store = Store::open(disk, StoreConfig::default()).await?;
+    let store_config = StoreConfig {
+        value_bytes_max,
+        checkpoint_interval_bytes: disk.checkpoint_interval.0,
+        sync: match disk.sync {
+            config::SyncMode::Dsync => SyncMode::Dsync,
+            config::SyncMode::Fdatasync => SyncMode::WriteThenFdatasync,
+        },
+    };
+    let store = Store::open(device, store_config).await?;
     let report = store.recovery_report();
     tracing::info!(
-        path = %path.display(),
-        disk = %store::uuid_hex(&store.superblock().disk_uuid),
+        disk = disk.id,
+        path = %disk.path.display(),
+        uuid = %store::uuid_hex(&store.superblock().disk_uuid),
         keys = store.len(),
         free_bytes = store.free_bytes(),
         clean_checkpoint = report.checkpoint_clean,
         recovery_ms = report.duration_ms,
-        "disk 0 ready (the protocol that serves it arrives with the next step)"
+        "disk ready"
     );
-    shutdown.wait().await;
-    store.close().await?;
-    tracing::info!(path = %path.display(), "disk 0 closed with a clean checkpoint");
-    Ok(())
+    Ok(store)
 }
