@@ -230,6 +230,7 @@ async fn open_disk(
     let store_config = StoreConfig {
         value_bytes_max,
         checkpoint_interval_bytes: disk.checkpoint_interval.0,
+        checkpoint_interval_records: store::CHECKPOINT_INTERVAL_RECORDS_DEFAULT,
         sync: match disk.sync {
             config::SyncMode::Dsync => SyncMode::Dsync,
             config::SyncMode::Fdatasync => SyncMode::WriteThenFdatasync,

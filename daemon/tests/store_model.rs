@@ -202,6 +202,7 @@ fn run_seed(seed: u64) -> Result<(), Failure> {
     let store_config = StoreConfig {
         value_bytes_max: VALUE_BYTES_MAX,
         checkpoint_interval_bytes: 2 << 20,
+        checkpoint_interval_records: 200,
         sync: if rng.chance(30) { SyncMode::WriteThenFdatasync } else { SyncMode::Dsync },
     };
 

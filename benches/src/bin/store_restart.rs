@@ -82,7 +82,18 @@ fn open_disk(path: &Path, size: u64, fresh: bool) -> anyhow::Result<Disk> {
 }
 
 fn config(checkpoint_interval_bytes: u64) -> StoreConfig {
-    StoreConfig { checkpoint_interval_bytes, ..StoreConfig::default() }
+    // u64::MAX: never checkpoint (the whole log is scanned); otherwise the defaults' record
+    // limit applies too.
+    let records = if checkpoint_interval_bytes == u64::MAX {
+        u64::MAX
+    } else {
+        StoreConfig::default().checkpoint_interval_records
+    };
+    StoreConfig {
+        checkpoint_interval_bytes,
+        checkpoint_interval_records: records,
+        ..StoreConfig::default()
+    }
 }
 
 /// Fills a fresh disk with `records` records. With `clean`, closes it (clean checkpoint).

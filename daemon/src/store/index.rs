@@ -132,10 +132,42 @@ impl Index {
     }
 
     fn base_find(&self, tag: u64) -> Option<usize> {
-        self.base
-            .binary_search_by_key(&tag, |slot| slot.tag)
-            .ok()
-            .filter(|&i| !self.base[i].is_dead())
+        self.base_search(tag).ok().filter(|&i| !self.base[i].is_dead())
+    }
+
+    /// Finds `tag` in the sorted base like `binary_search`. Tags are uniform (keyed SipHash),
+    /// so interpolation lands within a few slots of the answer: about two cache misses instead
+    /// of the ~10 of a binary search over a million 20-byte slots. A bounded number of rounds,
+    /// then binary search, keeps the worst case at O(log n) whatever the tags are.
+    fn base_search(&self, tag: u64) -> Result<usize, usize> {
+        const ROUNDS_MAX: usize = 8;
+        const LINEAR_SPAN: usize = 32;
+        let base = &self.base;
+        let (mut lo, mut hi) = (0usize, base.len());
+        for _ in 0..ROUNDS_MAX {
+            if hi - lo <= LINEAR_SPAN {
+                break;
+            }
+            let (lo_tag, hi_tag) = ({ base[lo].tag }, { base[hi - 1].tag });
+            if tag < lo_tag {
+                return Err(lo);
+            }
+            if tag > hi_tag {
+                return Err(hi);
+            }
+            if hi_tag == lo_tag {
+                break;
+            }
+            let span = (hi - 1 - lo) as u128;
+            let offset = (u128::from(tag - lo_tag) * span) / u128::from(hi_tag - lo_tag);
+            let guess = lo + offset as usize;
+            match ({ base[guess].tag }).cmp(&tag) {
+                std::cmp::Ordering::Equal => return Ok(guess),
+                std::cmp::Ordering::Less => lo = guess + 1,
+                std::cmp::Ordering::Greater => hi = guess,
+            }
+        }
+        base[lo..hi].binary_search_by_key(&tag, |slot| slot.tag).map(|i| lo + i).map_err(|i| lo + i)
     }
 
     fn by_tag(&self, tag: u64) -> Option<Location> {
@@ -180,7 +212,7 @@ impl Index {
             *existing = slot;
             return;
         }
-        if let Ok(i) = self.base.binary_search_by_key(&tag, |s| s.tag) {
+        if let Ok(i) = self.base_search(tag) {
             if self.base[i].is_dead() {
                 self.base_dead -= 1;
             }
@@ -231,6 +263,11 @@ impl Index {
         self.base[i].zone = DEAD_ZONE;
         self.base_dead += 1;
         Some(location)
+    }
+
+    /// Makes room for `additional` inserts into the delta (bulk loading).
+    pub fn reserve_delta(&mut self, additional: usize) {
+        self.delta.reserve(additional, |s| s.tag);
     }
 
     /// Defers merges while bulk loading; ending the deferral merges.
@@ -385,6 +422,40 @@ mod tests {
             let mut key = [0u8; 32];
             key[..8].copy_from_slice(&i.to_le_bytes());
             assert_eq!(index.candidates(&key).by_tag, Some(loc(i as u32)));
+        }
+    }
+
+    #[test]
+    fn interpolation_search_agrees_with_binary_search() {
+        let mut index = Index::new([5; 16]);
+        for i in 0..50_000u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            index.insert(&key, loc(i), false);
+        }
+        index.merge();
+        // Also a skewed set: tags that are not uniform must still be found.
+        for probe in
+            (0..u64::MAX - (u64::MAX / 7)).step_by((u64::MAX / 7919) as usize).chain([0, u64::MAX])
+        {
+            let expected = index.base.binary_search_by_key(&probe, |s| s.tag);
+            assert_eq!(index.base_search(probe), expected, "probe {probe}");
+        }
+        for slot in index.base.clone() {
+            assert_eq!(
+                index.base_search({ slot.tag }),
+                index.base.binary_search_by_key(&{ slot.tag }, |s| s.tag)
+            );
+        }
+        let mut skewed = Index::new([6; 16]);
+        for t in (0..10_000u64).map(|i| i * i * i) {
+            skewed.push_sorted(t, loc(1));
+        }
+        for probe in [0, 1, 7, 8, 27, 999_999_999_999, 999_970_000_299_999, u64::MAX] {
+            assert_eq!(
+                skewed.base_search(probe),
+                skewed.base.binary_search_by_key(&probe, |s| s.tag)
+            );
         }
     }
 

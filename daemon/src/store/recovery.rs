@@ -285,8 +285,9 @@ impl<D: Device + 'static> Store<D> {
     async fn apply_tail(&self, tail: &[TailRecord]) -> StoreResult<()> {
         // Which key owns each tag the tail itself set (tags are already uniform hashes).
         let mut tail_owner: hashbrown::HashMap<u64, Key, IdentityHash> =
-            hashbrown::HashMap::default();
+            hashbrown::HashMap::with_capacity_and_hasher(tail.len(), IdentityHash);
         self.index.borrow_mut().defer_merges(true);
+        self.index.borrow_mut().reserve_delta(tail.len());
         for record in tail {
             let tag = self.index.borrow().tag(&record.key);
             let candidates = self.index.borrow().candidates_tagged(&record.key, tag);

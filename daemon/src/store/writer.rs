@@ -153,6 +153,7 @@ pub(super) struct Writer {
     /// Highest sequence number whose batch is acknowledged (and applied to the index).
     pub(super) acked_seq: Cell<u64>,
     pub(super) bytes_since_checkpoint: Cell<u64>,
+    pub(super) records_since_checkpoint: Cell<u64>,
     first_data_zone: ZoneIndex,
     committer: RefCell<Option<Waker>>,
     /// Requests waiting for the committer to take a full open batch.
@@ -196,6 +197,7 @@ impl Writer {
             next_seq: Cell::new(next_seq),
             acked_seq: Cell::new(next_seq.saturating_sub(1)),
             bytes_since_checkpoint: Cell::new(0),
+            records_since_checkpoint: Cell::new(0),
             first_data_zone,
             committer: RefCell::new(None),
             taken_waiters: RefCell::new(Vec::new()),
@@ -484,8 +486,12 @@ impl<D: Device + 'static> Store<D> {
         if let Some(batch) = batch {
             self.submit(batch).await;
         }
-        if self.writer.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes {
+        let due = self.writer.bytes_since_checkpoint.get() >= self.config.checkpoint_interval_bytes
+            || self.writer.records_since_checkpoint.get()
+                >= self.config.checkpoint_interval_records;
+        if due {
             self.writer.bytes_since_checkpoint.set(0);
+            self.writer.records_since_checkpoint.set(0);
             let store = self.clone();
             ioengine::spawn_background(async move {
                 if let Err(err) = store.write_checkpoint(false).await {
@@ -705,6 +711,9 @@ impl<D: Device + 'static> Store<D> {
         self.writer
             .bytes_since_checkpoint
             .set(self.writer.bytes_since_checkpoint.get() + batch_bytes);
+        self.writer
+            .records_since_checkpoint
+            .set(self.writer.records_since_checkpoint.get() + changes.len() as u64);
     }
 
     /// Waits until no batch is in flight.
