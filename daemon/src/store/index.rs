@@ -442,10 +442,8 @@ mod tests {
             assert_eq!(index.base_search(probe), expected, "probe {probe}");
         }
         for slot in index.base.clone() {
-            assert_eq!(
-                index.base_search({ slot.tag }),
-                index.base.binary_search_by_key(&{ slot.tag }, |s| s.tag)
-            );
+            let tag = slot.tag;
+            assert_eq!(index.base_search(tag), index.base.binary_search_by_key(&tag, |s| s.tag));
         }
         let mut skewed = Index::new([6; 16]);
         for t in (0..10_000u64).map(|i| i * i * i) {
