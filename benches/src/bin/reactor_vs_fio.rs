@@ -12,18 +12,22 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use ioengine::buf::{BufPool, PoolConfig, PooledBuf, Registration};
 use ioengine::op::{SharedFd, WriteFlags, read_exact_at, write_all_at};
 use ioengine::{Core, spawn};
 use serde::Serialize;
-use serde_json::Value;
+use shingle_benches::fio::{Direction, fio_version, run_fio, shell_line};
+use shingle_benches::measure::{
+    CpuSample, DeviceCounters, Latency, Measurement, Metrics, XorShift64Star, latency_histogram,
+    parse_size_bytes, record_latency, seed_from_clock, ticks_s,
+};
+use shingle_benches::system::SystemInfo;
 
 /// Alignment of buffers, offsets and sizes for O_DIRECT (covers 512 and 4096 logical blocks).
 const ALIGN_BYTES: usize = 4096;
@@ -46,15 +50,8 @@ const RUNTIME_S_MAX: u64 = 3600;
 const RUNS_MAX: u64 = 100;
 /// Time limit of the prefill pass (it normally ends at its byte budget, the file size).
 const PREFILL_RUNTIME_S_MAX: u64 = 3600;
-/// Largest latency the histograms hold; longer ones are recorded as this.
-const LATENCY_NS_MAX: u64 = 60_000_000_000;
-/// Significant decimal digits of the latency histograms (0.1% resolution).
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 /// Submission queue entries of the reactor's ring: room for every I/O in flight, twice.
 const RING_ENTRIES_MIN: u32 = 64;
-/// Clock ticks per second of /proc/*/stat times (USER_HZ, 100 in the Linux ABI on every
-/// architecture shingle runs on).
-const CLOCK_TICKS_PER_S: u64 = 100;
 /// Targets from the issue: reactor throughput at least this fraction of fio's...
 const THROUGHPUT_RATIO_MIN: f64 = 0.95;
 /// ... and CPU per I/O below fio's (reactor ÷ fio under this).
@@ -136,13 +133,6 @@ impl fmt::Display for WorkloadKind {
             WorkloadKind::Randread => "randread",
         })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Direction {
-    Read,
-    Write,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,75 +234,12 @@ impl fmt::Display for Side {
     }
 }
 
-/// One side's numbers for one run. MB is 10^6 bytes, MiB 2^20; latency is from submission to
-/// the completion seen by the submitter (fio: `lat_ns`, i.e. slat + clat).
-#[derive(Debug, Clone, Serialize)]
-struct Measurement {
-    ios: u64,
-    bytes: u64,
-    runtime_s: f64,
-    iops: f64,
-    mb_per_s: f64,
-    mib_per_s: f64,
-    lat_p50_us: f64,
-    lat_p99_us: f64,
-    lat_p999_us: f64,
-    lat_max_us: f64,
-    /// User + system CPU time of the thread that submits and reaps, as fio counts its own
-    /// (`getrusage(RUSAGE_THREAD)` of the job thread): the reactor's core thread (from
-    /// /proc/thread-self/schedstat, ns), fio's `usr_cpu + sys_cpu` times its runtime.
-    cpu_s: f64,
-    /// `cpu_s` as a share of one CPU over the run.
-    cpu_percent: f64,
-    cpu_per_io_us: f64,
-    /// User + system CPU time of every thread of the side, io_uring's io-wq workers included:
-    /// the reactor's whole process (/proc/self/stat utime + stime), fio's whole process tree
-    /// (our cutime + cstime across the fio run: job process and fio's main process).
-    /// Clock-tick (10 ms) resolution.
-    cpu_all_s: f64,
-    cpu_all_per_io_us: f64,
-    /// fio only: completion latency (`clat_ns`, without submission) p99.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    clat_p99_us: Option<f64>,
-    /// Requests and bytes the device completed meanwhile (/proc/diskstats; other processes'
-    /// I/O included): the check that O_DIRECT I/O reached the device rather than a cache.
-    device: Option<DeviceCounters>,
-    /// Requests in flight on the device on average over the run (`device.in_queue_ms` ÷
-    /// runtime): shows whether a side kept the device as busy as the other.
-    device_queue_depth: Option<f64>,
-}
-
-/// Latency percentiles of one run, in µs.
-#[derive(Debug, Clone, Copy)]
-struct Latency {
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    max_us: f64,
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct RunRecord {
     run: u64,
     side: Side,
     #[serde(flatten)]
     measurement: Measurement,
-}
-
-/// The compared metrics of one run, or their medians over the runs of one side.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Metrics {
-    iops: f64,
-    mb_per_s: f64,
-    mib_per_s: f64,
-    lat_p50_us: f64,
-    lat_p99_us: f64,
-    lat_p999_us: f64,
-    cpu_percent: f64,
-    cpu_per_io_us: f64,
-    cpu_all_per_io_us: f64,
-    /// NaN when the file system has no block device under it.
-    device_queue_depth: f64,
 }
 
 /// Reactor ÷ fio of the medians. Throughput: > 1 is better; latency and CPU: < 1 is better.
@@ -640,8 +567,7 @@ struct Plan {
 
 impl Plan {
     fn new(job: Job, budget: Budget, file_bytes: u64, started: Instant) -> Result<Plan> {
-        let latency_ns = Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS)
-            .context("creating the latency histogram")?;
+        let latency_ns = latency_histogram()?;
         Ok(Plan {
             job,
             file_blocks: file_bytes / job.bs_bytes as u64,
@@ -674,8 +600,7 @@ impl Plan {
     }
 
     fn record(&self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.latency_ns.borrow_mut().saturating_record(ns.clamp(1, LATENCY_NS_MAX));
+        record_latency(&mut self.latency_ns.borrow_mut(), latency);
         self.ios.set(self.ios.get() + 1);
     }
 
@@ -684,15 +609,8 @@ impl Plan {
     }
 
     fn measurement(&self, elapsed: Duration, before: &Sample, after: &Sample) -> Measurement {
-        let latency_ns = self.latency_ns.borrow();
+        let latency = Latency::of(&self.latency_ns.borrow());
         let ios = self.ios.get();
-        let us = |ns: u64| ns as f64 / 1e3;
-        let latency = Latency {
-            p50_us: us(latency_ns.value_at_quantile(0.50)),
-            p99_us: us(latency_ns.value_at_quantile(0.99)),
-            p999_us: us(latency_ns.value_at_quantile(0.999)),
-            max_us: us(latency_ns.max()),
-        };
         let cpu_s = (after.cpu.thread_ns - before.cpu.thread_ns) as f64 / 1e9;
         let cpu_all_s = ticks_s(after.cpu.process_ticks - before.cpu.process_ticks);
         let mut m = Measurement::new(
@@ -741,9 +659,7 @@ async fn worker(
     let bs = plan.job.bs_bytes;
     if plan.job.direction == Direction::Write {
         // Incompressible data, as fio writes.
-        for chunk in buf.spare_mut()[..bs].chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
-        }
+        rng.fill(&mut buf.spare_mut()[..bs]);
         buf.set_len(bs);
     }
     while let Some(offset) = plan.next_offset(&mut rng) {
@@ -768,41 +684,6 @@ async fn worker(
     Ok(())
 }
 
-/// xorshift64*: a fast PRNG, plenty for picking offsets (fio uses a Tausworthe generator).
-#[derive(Debug, Clone)]
-struct XorShift64Star(u64);
-
-impl XorShift64Star {
-    fn new(seed: u64) -> XorShift64Star {
-        // splitmix64 spreads similar seeds apart and never yields the forbidden zero state
-        // for the first few seeds; `| 1` makes sure of it.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        XorShift64Star((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-40 for any file here).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
-/// A fresh seed per run, like fio's `--randrepeat=0`.
-fn seed_from_clock() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    now.as_secs() ^ u64::from(now.subsec_nanos()).rotate_left(32)
-}
-
 /// What is sampled before and after a reactor run.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -816,121 +697,8 @@ impl Sample {
     }
 }
 
-/// Requests and bytes a block device completed (reads + writes), and the sum over time of
-/// the requests in flight (`in_queue_ms`, "weighted time doing I/O"), from /proc/diskstats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-struct DeviceCounters {
-    requests: u64,
-    bytes: u64,
-    in_queue_ms: u64,
-}
-
-impl DeviceCounters {
-    /// The counters of `device` (major, minor); `None` when it has no /proc/diskstats line
-    /// (a file system without a block device under it).
-    fn read(device: Option<(u32, u32)>) -> Option<DeviceCounters> {
-        let (major, minor) = device?;
-        let text = std::fs::read_to_string("/proc/diskstats").ok()?;
-        parse_diskstats(&text, major, minor)
-    }
-
-    fn delta(before: Option<DeviceCounters>, after: Option<DeviceCounters>) -> Option<Self> {
-        let (before, after) = (before?, after?);
-        Some(DeviceCounters {
-            requests: after.requests.wrapping_sub(before.requests),
-            bytes: after.bytes.wrapping_sub(before.bytes),
-            in_queue_ms: after.in_queue_ms.wrapping_sub(before.in_queue_ms),
-        })
-    }
-
-    /// Requests in flight on the device on average over `runtime_s` (Little's law).
-    fn queue_depth(&self, runtime_s: f64) -> f64 {
-        if runtime_s > 0.0 { self.in_queue_ms as f64 / (runtime_s * 1e3) } else { 0.0 }
-    }
-}
-
-/// Reads and writes completed, sectors moved (512 bytes each, whatever the block size) and
-/// weighted time of one /proc/diskstats line: `major minor name reads merged sectors ms writes
-/// merged sectors ms in-flight io-ms weighted-ms ...`.
-fn parse_diskstats(text: &str, major: u32, minor: u32) -> Option<DeviceCounters> {
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if num(0)? != u64::from(major) || num(1)? != u64::from(minor) {
-            return None;
-        }
-        Some(DeviceCounters {
-            requests: num(3)? + num(7)?,
-            bytes: (num(5)? + num(9)?) * 512,
-            in_queue_ms: num(13)?,
-        })
-    })
-}
-
-/// CPU time used so far: the whole process (user + system, clock ticks, from
-/// /proc/self/stat, so io_uring's worker threads count as they do in fio's getrusage), and
-/// the calling thread alone (ns, from /proc/thread-self/schedstat).
-#[derive(Debug, Clone, Copy)]
-struct CpuSample {
-    process_ticks: u64,
-    children_ticks: u64,
-    thread_ns: u64,
-}
-
-impl CpuSample {
-    fn read() -> Result<CpuSample> {
-        let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat")
-            .context("reading /proc/thread-self/schedstat")?;
-        let (process_ticks, children_ticks) = parse_stat_cpu_ticks(&stat)?;
-        Ok(CpuSample { process_ticks, children_ticks, thread_ns: parse_schedstat_ns(&schedstat)? })
-    }
-}
-
-/// utime + stime (fields 14 and 15) and cutime + cstime (16 and 17: reaped children) of a
-/// /proc/PID/stat line. The command name (field 2) may hold spaces and parentheses, so fields
-/// are counted from its closing parenthesis.
-fn parse_stat_cpu_ticks(stat: &str) -> Result<(u64, u64)> {
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ')' in /proc/self/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3, so field N is fields[N - 3].
-    let field = |n: usize| -> Result<u64> {
-        let text =
-            fields.get(n - 3).with_context(|| format!("/proc/self/stat has no field {n}"))?;
-        text.parse().with_context(|| format!("/proc/self/stat field {n} is {text:?}"))
-    };
-    Ok((field(14)? + field(15)?, field(16)? + field(17)?))
-}
-
-fn ticks_s(ticks: u64) -> f64 {
-    ticks as f64 / CLOCK_TICKS_PER_S as f64
-}
-
-/// The first field of /proc/thread-self/schedstat: time on a CPU, in ns.
-fn parse_schedstat_ns(schedstat: &str) -> Result<u64> {
-    let first = schedstat.split_whitespace().next().context("empty schedstat")?;
-    first.parse().with_context(|| format!("schedstat's first field is {first:?}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The fio side.
-
-/// `fio --version`, or the error that tells how to install it.
-fn fio_version(fio: &Path) -> Result<String> {
-    let output = match Command::new(fio).arg("--version").output() {
-        Ok(output) => output,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
-            "fio not found (looked for `{}`): install it with `apt-get install fio`, or pass \
-             --fio PATH",
-            fio.display()
-        ),
-        Err(err) => {
-            return Err(err).with_context(|| format!("running `{} --version`", fio.display()));
-        }
-    };
-    ensure!(output.status.success(), "`{} --version` failed: {}", fio.display(), output.status);
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
 
 /// fio's command line for `job`: the options of the issue, plus file, size, time, CPU and
 /// JSON output with total-latency percentiles.
@@ -962,186 +730,11 @@ fn fio_args(settings: &Settings, job: &Job, budget: Budget) -> Vec<String> {
     args
 }
 
-fn shell_line(program: &Path, args: &[String]) -> String {
-    std::iter::once(program.display().to_string())
-        .chain(args.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn run_fio(
-    fio: &Path,
-    args: &[String],
-    direction: Direction,
-    device: Option<(u32, u32)>,
-) -> Result<Measurement> {
-    let device_before = DeviceCounters::read(device);
-    let cpu_before = CpuSample::read()?;
-    let output = Command::new(fio)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", shell_line(fio, args)))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "{} exited with {}:\n{}\n{}",
-        shell_line(fio, args),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim(),
-        stdout.trim()
-    );
-    let cpu_after = CpuSample::read()?;
-    let mut m = parse_fio_json(&stdout, direction)?;
-    m.set_cpu_all_s(ticks_s(cpu_after.children_ticks - cpu_before.children_ticks));
-    // fio's I/O phase is its job_runtime; in_queue_ms only grows while I/O is in flight, so
-    // the start-up inside the sampling window does not dilute the queue depth.
-    m.set_device(DeviceCounters::delta(device_before, DeviceCounters::read(device)));
-    Ok(m)
-}
-
-/// Reads one job's numbers from fio's `--output-format=json` (fio may print notes before it).
-fn parse_fio_json(stdout: &str, direction: Direction) -> Result<Measurement> {
-    let start = stdout.find('{').context("fio printed no JSON")?;
-    let root: Value = serde_json::from_str(&stdout[start..]).context("parsing fio's JSON")?;
-    let job = root.pointer("/jobs/0").context("fio's JSON has no jobs[0]")?;
-    let error = number(job, "/error")?;
-    ensure!(error == 0.0, "fio reported error {error} for its job");
-    let side = match direction {
-        Direction::Read => "read",
-        Direction::Write => "write",
-    };
-    let io = job.get(side).with_context(|| format!("fio's JSON has no jobs[0].{side}"))?;
-    let runtime_s = number(job, "/job_runtime")? / 1e3;
-    let cpu_percent = number(job, "/usr_cpu")? + number(job, "/sys_cpu")?;
-    let ios = number(io, "/total_ios")? as u64;
-    ensure!(ios > 0, "fio did no {side} I/O");
-    // `lat_ns` (submission + completion) is what the reactor measures; fall back to clat.
-    let lat = if io.pointer("/lat_ns/percentile").is_some() { "lat_ns" } else { "clat_ns" };
-    let percentile_us =
-        |key: &str| -> Result<f64> { Ok(number(io, &format!("/{lat}/percentile/{key}"))? / 1e3) };
-    let latency = Latency {
-        p50_us: percentile_us("50.000000")?,
-        p99_us: percentile_us("99.000000")?,
-        p999_us: percentile_us("99.900000")?,
-        max_us: number(io, &format!("/{lat}/max"))? / 1e3,
-    };
-    let mut m = Measurement::new(
-        ios,
-        number(io, "/io_bytes")? as u64,
-        runtime_s,
-        latency,
-        cpu_percent / 100.0 * runtime_s,
-        // Known only once fio has been reaped: see `run_fio`.
-        0.0,
-    );
-    // fio's own rates (from its runtime) rather than ours, so the table shows what fio says.
-    m.iops = number(io, "/iops")?;
-    m.mb_per_s = number(io, "/bw_bytes")? / 1e6;
-    m.mib_per_s = number(io, "/bw_bytes")? / f64::from(1 << 20);
-    m.clat_p99_us = Some(number(io, "/clat_ns/percentile/99.000000")? / 1e3);
-    Ok(m)
-}
-
-/// A number at a JSON pointer, or an error naming the pointer.
-fn number(value: &Value, pointer: &str) -> Result<f64> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_f64)
-        .with_context(|| format!("fio's JSON has no number at {pointer}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Arithmetic over runs.
 
-impl Measurement {
-    fn new(
-        ios: u64,
-        bytes: u64,
-        runtime_s: f64,
-        latency: Latency,
-        cpu_s: f64,
-        cpu_all_s: f64,
-    ) -> Measurement {
-        let per_io_us = |cpu_s: f64| if ios > 0 { cpu_s * 1e6 / ios as f64 } else { 0.0 };
-        let per_s = |x: f64| if runtime_s > 0.0 { x / runtime_s } else { 0.0 };
-        Measurement {
-            ios,
-            bytes,
-            runtime_s,
-            iops: per_s(ios as f64),
-            mb_per_s: per_s(bytes as f64) / 1e6,
-            mib_per_s: per_s(bytes as f64) / f64::from(1 << 20),
-            lat_p50_us: latency.p50_us,
-            lat_p99_us: latency.p99_us,
-            lat_p999_us: latency.p999_us,
-            lat_max_us: latency.max_us,
-            cpu_s,
-            cpu_percent: per_s(cpu_s) * 100.0,
-            cpu_per_io_us: per_io_us(cpu_s),
-            cpu_all_s,
-            cpu_all_per_io_us: per_io_us(cpu_all_s),
-            clat_p99_us: None,
-            device: None,
-            device_queue_depth: None,
-        }
-    }
-}
-
-impl Measurement {
-    fn set_device(&mut self, device: Option<DeviceCounters>) {
-        self.device = device;
-        self.device_queue_depth = device.map(|d| d.queue_depth(self.runtime_s));
-    }
-
-    fn set_cpu_all_s(&mut self, cpu_all_s: f64) {
-        self.cpu_all_s = cpu_all_s;
-        self.cpu_all_per_io_us = if self.ios > 0 { cpu_all_s * 1e6 / self.ios as f64 } else { 0.0 };
-    }
-}
-
-impl Metrics {
-    fn of(m: &Measurement) -> Metrics {
-        Metrics {
-            iops: m.iops,
-            mb_per_s: m.mb_per_s,
-            mib_per_s: m.mib_per_s,
-            lat_p50_us: m.lat_p50_us,
-            lat_p99_us: m.lat_p99_us,
-            lat_p999_us: m.lat_p999_us,
-            cpu_percent: m.cpu_percent,
-            cpu_per_io_us: m.cpu_per_io_us,
-            cpu_all_per_io_us: m.cpu_all_per_io_us,
-            device_queue_depth: m.device_queue_depth.unwrap_or(f64::NAN),
-        }
-    }
-}
-
 fn medians(runs: &[RunRecord], side: Side) -> Metrics {
-    let of = |metric: fn(&Measurement) -> f64| {
-        median(runs.iter().filter(|r| r.side == side).map(|r| metric(&r.measurement)).collect())
-    };
-    Metrics {
-        iops: of(|m| m.iops),
-        mb_per_s: of(|m| m.mb_per_s),
-        mib_per_s: of(|m| m.mib_per_s),
-        lat_p50_us: of(|m| m.lat_p50_us),
-        lat_p99_us: of(|m| m.lat_p99_us),
-        lat_p999_us: of(|m| m.lat_p999_us),
-        cpu_percent: of(|m| m.cpu_percent),
-        cpu_per_io_us: of(|m| m.cpu_per_io_us),
-        cpu_all_per_io_us: of(|m| m.cpu_all_per_io_us),
-        device_queue_depth: of(|m| m.device_queue_depth.unwrap_or(f64::NAN)),
-    }
-}
-
-/// The median (the mean of the middle two for an even count); NaN for none.
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+    Metrics::medians(runs.iter().filter(|r| r.side == side).map(|r| &r.measurement))
 }
 
 fn ratios(reactor: &Metrics, fio: &Metrics) -> Ratios {
@@ -1183,178 +776,6 @@ fn targets(ratios: &Ratios) -> Vec<Target> {
             pass: ratios.cpu_all_per_io < CPU_PER_IO_RATIO_MAX,
         },
     ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// The system under test.
-
-/// Where the numbers come from: printed at the top of every report.
-#[derive(Debug, Clone, Serialize)]
-struct SystemInfo {
-    date_utc: String,
-    kernel_release: String,
-    kernel_version: String,
-    cpu_model: String,
-    cpus_online: usize,
-    mount_point: String,
-    fs_type: String,
-    mount_source: String,
-    mount_options: String,
-    device: String,
-    device_major_minor: String,
-    device_driver: Option<String>,
-    device_scheduler: Option<String>,
-    device_rotational: Option<bool>,
-    device_logical_block_bytes: Option<u32>,
-    device_write_cache: Option<String>,
-    fio_version: String,
-}
-
-impl SystemInfo {
-    fn collect(dir: &Path, fio_version: String) -> Result<SystemInfo> {
-        let dev = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        let mount = find_mount(dir, major, minor)?;
-        let sys_dir = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
-        let queue = ioengine::sys::sysfs::queue_attrs(dev).ok();
-        Ok(SystemInfo {
-            date_utc: utc_date(SystemTime::now()),
-            kernel_release: read_trimmed("/proc/sys/kernel/osrelease")?,
-            kernel_version: read_trimmed("/proc/sys/kernel/version")?,
-            cpu_model: cpu_model()?,
-            cpus_online: std::thread::available_parallelism().map_or(0, usize::from),
-            mount_point: mount.mount_point,
-            fs_type: mount.fs_type,
-            mount_source: mount.source,
-            mount_options: mount.options,
-            device: uevent_devname(&sys_dir).unwrap_or_else(|| "(none: not a block device)".into()),
-            device_major_minor: format!("{major}:{minor}"),
-            device_driver: std::fs::read_link(sys_dir.join("device/driver"))
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
-            device_scheduler: read_queue_file(&sys_dir, "scheduler"),
-            device_rotational: queue.map(|q| q.rotational),
-            device_logical_block_bytes: queue.map(|q| q.logical_block_size),
-            device_write_cache: queue.map(|q| format!("{:?}", q.write_cache)),
-            fio_version,
-        })
-    }
-}
-
-fn read_trimmed(path: &str) -> Result<String> {
-    Ok(std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?.trim().to_owned())
-}
-
-fn cpu_model() -> Result<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
-    Ok(cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name").and_then(|r| r.split_once(':')))
-        .map_or_else(|| "unknown".to_owned(), |(_, model)| model.trim().to_owned()))
-}
-
-struct Mount {
-    mount_point: String,
-    fs_type: String,
-    source: String,
-    options: String,
-}
-
-/// The mount holding `dir`: the longest mount point above it with the same device, from
-/// /proc/self/mountinfo (fields: id parent major:minor root mount-point options ... - fstype
-/// source super-options).
-fn find_mount(dir: &Path, major: u32, minor: u32) -> Result<Mount> {
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let device = format!("{major}:{minor}");
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (head, tail) = line.split_once(" - ")?;
-            let head: Vec<&str> = head.split_whitespace().collect();
-            let tail: Vec<&str> = tail.split_whitespace().collect();
-            let mount_point = unescape_mount_path(head.get(4)?);
-            if *head.get(2)? != device || !dir.starts_with(&mount_point) {
-                return None;
-            }
-            Some(Mount {
-                mount_point,
-                fs_type: (*tail.first()?).to_owned(),
-                source: (*tail.get(1)?).to_owned(),
-                options: tail.get(2).map_or_else(String::new, |o| (*o).to_owned()),
-            })
-        })
-        .max_by_key(|mount| mount.mount_point.len())
-        .with_context(|| format!("no mount of device {device} holds {}", dir.display()))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(escaped: &str) -> String {
-    let mut out = String::with_capacity(escaped.len());
-    let mut rest = escaped;
-    while let Some(pos) = rest.find('\\') {
-        out.push_str(&rest[..pos]);
-        let code = rest.get(pos + 1..pos + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(byte) => {
-                out.push(char::from(byte));
-                rest = &rest[pos + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[pos + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn uevent_devname(sys_dir: &Path) -> Option<String> {
-    let uevent = std::fs::read_to_string(sys_dir.join("uevent")).ok()?;
-    uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).map(|name| format!("/dev/{name}"))
-}
-
-/// A queue attribute of the device or, for a partition, of its disk.
-fn read_queue_file(sys_dir: &Path, name: &str) -> Option<String> {
-    [sys_dir.join("queue").join(name), sys_dir.join("../queue").join(name)]
-        .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok())
-        .map(|text| text.trim().to_owned())
-}
-
-/// `YYYY-MM-DD HH:MM UTC` (civil-from-days, Howard Hinnant's algorithm).
-fn utc_date(now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let (hour, minute) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
-}
-
-/// Parses `4096`, `64M`, `1G`, `1GiB` (binary multiples) into bytes.
-fn parse_size_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
-    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        "t" | "tib" => 40,
-        other => return Err(format!("unknown size suffix {other:?} (use K, M, G or T)")),
-    };
-    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} overflows"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1509,87 +930,4 @@ fn print_row(run: &str, side: Side, m: &Metrics) {
         m.cpu_all_per_io_us,
         m.device_queue_depth
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size_bytes("4096"), Ok(4096));
-        assert_eq!(parse_size_bytes("64M"), Ok(64 << 20));
-        assert_eq!(parse_size_bytes("1GiB"), Ok(1 << 30));
-        assert!(parse_size_bytes("1X").is_err());
-        assert!(parse_size_bytes("G").is_err());
-    }
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 7 3 20 0 1 0";
-        assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), (325, 10));
-        assert_eq!(parse_schedstat_ns("841197 120506 1\n").unwrap(), 841_197);
-    }
-
-    #[test]
-    fn diskstats_count_reads_and_writes_of_one_device() {
-        let text = " 254       0 vda 10 1 80 5 20 2 160 7 0 9 1500 0 0 0 0 0 0\n \
-                    254       1 vda1 1 0 8 0 1 0 8 0 0 0 0 0 0 0 0 0 0\n";
-        let counters = parse_diskstats(text, 254, 0).unwrap();
-        assert_eq!(counters, DeviceCounters { requests: 30, bytes: 240 * 512, in_queue_ms: 1500 });
-        assert_eq!(counters.queue_depth(0.5), 3.0);
-        assert_eq!(parse_diskstats(text, 8, 0), None);
-    }
-
-    #[test]
-    fn median_takes_the_middle() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
-    }
-
-    #[test]
-    fn random_offsets_stay_inside_the_file() {
-        let mut rng = XorShift64Star::new(7);
-        let mut seen = [false; 16];
-        for _ in 0..10_000 {
-            let block = rng.below(16);
-            assert!(block < 16);
-            seen[block as usize] = true;
-        }
-        assert!(seen.iter().all(|&s| s), "some block never drawn: {seen:?}");
-    }
-
-    #[test]
-    fn utc_dates_are_civil() {
-        assert_eq!(utc_date(UNIX_EPOCH), "1970-01-01 00:00 UTC");
-        let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3600 + 120);
-        assert_eq!(utc_date(leap_day), "2000-02-29 01:02 UTC");
-    }
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-    }
-
-    #[test]
-    fn fio_json_gives_rates_latency_and_cpu() {
-        let json = r#"note: something
-        {"jobs":[{"error":0,"job_runtime":2000,"usr_cpu":5.0,"sys_cpu":15.0,
-          "read":{"io_bytes":8192000,"total_ios":2000,"iops":1000.0,"bw_bytes":4096000,
-            "clat_ns":{"percentile":{"50.000000":9000,"99.000000":19000,"99.900000":29000}},
-            "lat_ns":{"max":90000,
-              "percentile":{"50.000000":10000,"99.000000":20000,"99.900000":30000}}}}]}"#;
-        let m = parse_fio_json(json, Direction::Read).unwrap();
-        assert_eq!(m.ios, 2000);
-        assert_eq!(m.iops, 1000.0);
-        assert_eq!(m.mb_per_s, 4.096);
-        assert_eq!(m.lat_p50_us, 10.0);
-        assert_eq!(m.lat_p999_us, 30.0);
-        assert_eq!(m.clat_p99_us, Some(19.0));
-        assert_eq!(m.lat_max_us, 90.0);
-        // 20% of 2 s is 0.4 s of CPU over 2000 I/Os: 200 µs each.
-        assert!((m.cpu_per_io_us - 200.0).abs() < 1e-9, "{}", m.cpu_per_io_us);
-    }
 }
