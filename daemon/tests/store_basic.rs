@@ -260,3 +260,30 @@ fn an_unformatted_disk_is_refused_with_a_clear_error() {
         assert!(err.to_string().contains("not a shingle disk"), "{err}");
     });
 }
+
+#[test]
+fn a_new_format_forgets_everything_of_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let p = path.clone();
+    Core::new(64).unwrap().block_on(async move {
+        let s = fresh_store(&p, 8).await;
+        for i in 0..50 {
+            s.put(&key(i), &value(i, 3000)).await.unwrap();
+        }
+        s.write_checkpoint(false).await.unwrap();
+        for i in 50..80 {
+            s.put(&key(i), &value(i, 3000)).await.unwrap();
+        }
+    });
+    Core::new(64).unwrap().block_on(async move {
+        // Opened "fresh" over the old file: every zone reports empty, the old data is there.
+        let d = disk(&path, 8, true);
+        store::format(&d, &format_options(), true).await.unwrap();
+        let s = Store::open(d, config()).await.unwrap();
+        let report = s.recovery_report().clone();
+        assert_eq!(s.len(), 0, "old keys came back after a new format: {report:?}");
+        assert_eq!(report.checkpoint_generation, None, "{report:?}");
+        assert!(matches!(s.get(&key(3), None).await, Err(StoreError::NotFound)));
+    });
+}

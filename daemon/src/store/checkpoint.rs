@@ -16,6 +16,9 @@ use super::format::{
 };
 use super::{Store, StoreError, StoreResult, unix_ms};
 
+/// How long (in 1 ms rounds) a clean checkpoint waits for a periodic one in progress.
+const CHECKPOINT_WAIT_ROUNDS_MAX: u32 = 60_000;
+
 /// Bytes written per I/O while writing a checkpoint.
 const CHECKPOINT_WRITE_BYTES: usize = 1 << 20;
 
@@ -23,9 +26,27 @@ impl<D: Device + 'static> Store<D> {
     /// Writes a checkpoint of everything acknowledged so far. `clean` marks a shutdown
     /// checkpoint (nothing was written after it).
     pub async fn write_checkpoint(self: &Rc<Self>, clean: bool) -> StoreResult<()> {
-        if self.checkpointing.replace(true) {
-            return Ok(());
+        if self.checkpointing.get() {
+            if !clean {
+                // A periodic checkpoint is already being written: this one adds nothing.
+                return Ok(());
+            }
+            // A clean checkpoint must be written after everything else: wait for the one
+            // in progress (checkpoints take milliseconds; bounded by the loop below).
+            for _ in 0..CHECKPOINT_WAIT_ROUNDS_MAX {
+                if !self.checkpointing.get() {
+                    break;
+                }
+                let _ = ioengine::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if self.checkpointing.get() {
+                return Err(StoreError::ReadOnly {
+                    disk: self.name.clone(),
+                    reason: "a checkpoint in progress did not finish".into(),
+                });
+            }
         }
+        self.checkpointing.set(true);
         let result = self.write_checkpoint_inner(clean).await;
         self.checkpointing.set(false);
         result
@@ -48,6 +69,7 @@ impl<D: Device + 'static> Store<D> {
             body_crc: crc32c(&body),
             written_unix_ms: unix_ms(),
             clean,
+            disk_uuid: self.superblock.disk_uuid,
         };
         let set = (generation % 2) as u32;
         let first = self.superblock.checkpoint_set_start(set);

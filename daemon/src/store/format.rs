@@ -401,6 +401,14 @@ pub struct BatchInfo {
     pub record_count: u32,
 }
 
+/// The key field of a batch record: the disk's uuid, then zeroes. Recovery accepts only
+/// batches of this disk's current format.
+pub fn batch_key(disk_uuid: &[u8; 16]) -> Key {
+    let mut key = [0u8; KEY_BYTES];
+    key[..16].copy_from_slice(disk_uuid);
+    key
+}
+
 /// Bytes of an encoded [`BatchInfo`].
 pub const BATCH_INFO_BYTES: usize = 24;
 
@@ -453,6 +461,8 @@ pub struct CheckpointHeader {
     pub written_unix_ms: u64,
     /// Written at a clean shutdown: no tail scan is needed beyond it.
     pub clean: bool,
+    /// The disk's uuid: a checkpoint of an earlier format of the device is ignored.
+    pub disk_uuid: [u8; 16],
 }
 
 impl CheckpointHeader {
@@ -471,6 +481,7 @@ impl CheckpointHeader {
         put_u32(&mut b, 60, u32::from(self.clean));
         put_u64(&mut b, 64, self.written_unix_ms);
         put_u32(&mut b, 72, self.overflow_count);
+        b[76..92].copy_from_slice(&self.disk_uuid);
         let crc = crc32c(&b[..CHECKPOINT_HEADER_BYTES - 4]);
         put_u32(&mut b, CHECKPOINT_HEADER_BYTES - 4, crc);
         b
@@ -491,6 +502,7 @@ impl CheckpointHeader {
             clean: get_u32(b, 60) != 0,
             written_unix_ms: get_u64(b, 64),
             overflow_count: get_u32(b, 72),
+            disk_uuid: b[76..92].try_into().expect("16 bytes"),
         };
         let expected_body = u64::from(header.zone_count) * CHECKPOINT_ZONE_BYTES as u64
             + header.entry_count.saturating_mul(CHECKPOINT_ENTRY_BYTES as u64)
@@ -714,6 +726,7 @@ mod tests {
             body_crc: 0xDEAD_BEEF,
             written_unix_ms: 5,
             clean: true,
+            disk_uuid: [4; 16],
         };
         assert_eq!(CheckpointHeader::decode(&h.encode()).unwrap(), h);
         let mut bad = h;

@@ -119,11 +119,22 @@ pub async fn format<D: Device>(
         tag_seed: random_bytes(),
         value_bytes_max: options.value_bytes_max,
     };
+    // Every zone is reset, whatever it reports: an emulated device opened "fresh" over an old
+    // file says Empty while old checkpoints and batches are still in it. Conventional zones
+    // cannot be reset; the checkpoint headers in them are overwritten with zeroes below.
     for zone in disk.zones() {
-        if zone.zone_type != ioengine::device::ZoneType::Conventional
-            && zone.condition != ioengine::device::ZoneCondition::Empty
-        {
+        if zone.zone_type != ioengine::device::ZoneType::Conventional {
             disk.zone_command(zone.index, ZoneCommand::Reset).await.map_err(|e| io(&name, e))?;
+        }
+    }
+    for set in 0..2 {
+        let zone = superblock.checkpoint_set_start(set);
+        if disk.zone(zone).zone_type == ioengine::device::ZoneType::Conventional {
+            let mut zeroes = AlignedBuf::new(block, block.max(4096));
+            zeroes.pad_to(block);
+            let offset = disk.geometry().zone_start(zone);
+            let (res, _) = disk.write_at(offset, zeroes, WriteFlags::DSYNC).await;
+            res.map_err(|e| io(&name, e))?;
         }
     }
     let mut buf = AlignedBuf::new(block * SUPERBLOCK_COPIES, block.max(4096));
@@ -600,8 +611,10 @@ async fn load_checkpoint<D: Device>(
             report.warnings.push(format!("checkpoint set {set}: header unreadable"));
             continue;
         }
-        if let Ok(header) = CheckpointHeader::decode(&buf) {
-            headers.push((header, set));
+        match CheckpointHeader::decode(&buf) {
+            Ok(header) if header.disk_uuid == sb.disk_uuid => headers.push((header, set)),
+            // A checkpoint of an earlier format of this device: not ours.
+            Ok(_) | Err(_) => {}
         }
     }
     headers.sort_by_key(|(h, _)| std::cmp::Reverse(h.generation));
@@ -775,9 +788,11 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let vmax = self.store.superblock.value_bytes_max;
         let block = self.store.block_bytes as u64;
         let capacity = self.capacity;
+        let batch_key = format::batch_key(&self.store.superblock.disk_uuid);
         let bytes = self.bytes(pos, batch_record_bytes()).await?;
         let Ok(header) = format::decode_header(bytes, vmax) else { return Ok(None) };
         if header.kind != RecordKind::Batch
+            || header.key != batch_key
             || header.seq <= last_seq
             || !verify_value(bytes, header.value_len)
         {

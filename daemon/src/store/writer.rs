@@ -18,7 +18,7 @@ use ioengine::device::{Device, ZoneCommand, ZoneIndex};
 use ioengine::op::WriteFlags;
 
 use super::format::{
-    self, BATCH_INFO_BYTES, BatchInfo, KEY_BYTES, Key, Location, RECORD_HEADER_BYTES, RecordKind,
+    self, BATCH_INFO_BYTES, BatchInfo, Key, Location, RECORD_HEADER_BYTES, RecordKind,
 };
 use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult, SyncMode};
 
@@ -528,11 +528,13 @@ impl<D: Device + 'static> Store<D> {
             record_count: batch.changes.len() as u32,
         };
         let head = batch_record_bytes();
+        // The batch record's key is the disk's uuid: recovery ignores batches of an earlier
+        // format of the same device (a conventional zone or a device without discard keeps them).
         format::encode_record(
             &mut buf[..head],
             RecordKind::Batch,
             batch.seq,
-            &[0; KEY_BYTES],
+            &format::batch_key(&self.superblock.disk_uuid),
             &info.encode(),
         );
         batch.shared.zone.set(zone);
