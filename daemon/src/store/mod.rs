@@ -25,7 +25,7 @@ use ioengine::device::{Device, ZoneIndex};
 use format::{FormatError, Superblock};
 pub use format::{Key, Location};
 use index::Index;
-pub use reader::{ReadValue, Stat};
+pub use reader::{ReadBuf, ReadValue, Stat};
 pub use recovery::{RecoveryReport, format, read_superblock, uuid_hex};
 pub use writer::PutOutcome;
 use writer::Writer;
@@ -42,6 +42,11 @@ pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 256 << 20;
 /// ... or after this many records, whichever comes first: a restart after a crash scans at
 /// most this many records (about 1.5 s per million on the development machine).
 pub const CHECKPOINT_INTERVAL_RECORDS_DEFAULT: u64 = 1_000_000;
+/// The per-store read pool: 256 buffers of 16 KiB (4 MiB), for GETs of small values and
+/// header reads; larger reads allocate.
+pub const READ_POOL: ioengine::buf::PoolConfig =
+    ioengine::buf::PoolConfig { buf_bytes: 16 << 10, count: 256, align_bytes: 4096 };
+
 /// Keys listed per LIST page at most.
 pub const LIST_PAGE_MAX: usize = 10_000;
 
@@ -157,6 +162,8 @@ pub struct Store<D: Device> {
     writer: Writer,
     /// Index tags with a PUT or DELETE in progress, and the tasks waiting for them.
     busy_keys: RefCell<HashMap<u64, Vec<Waker>>>,
+    /// Buffers for small reads.
+    read_pool: ioengine::buf::BufPool,
     stats: Stats,
     recovery: RecoveryReport,
     closed: Cell<bool>,

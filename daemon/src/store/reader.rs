@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use ioengine::buf::AlignedBuf;
+use ioengine::buf::{AlignedBuf, PooledBuf};
 use ioengine::checksum::CHUNK_BYTES;
 use ioengine::device::Device;
 
@@ -17,10 +17,29 @@ use super::{LIST_PAGE_MAX, Store, StoreError, StoreResult};
 /// range far into the value read the header and the chunks separately.
 const SINGLE_READ_BYTES_MAX: usize = 256 << 10;
 
+/// Bytes read from the device: a buffer of the store's read pool, or allocated for a large read.
+#[derive(Debug)]
+pub enum ReadBuf {
+    /// From the read pool (returns to it when dropped).
+    Pooled(PooledBuf),
+    /// Allocated for this read.
+    Owned(AlignedBuf),
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBuf::Pooled(buf) => buf,
+            ReadBuf::Owned(buf) => buf,
+        }
+    }
+}
+
 /// A value (or range of one) read and verified.
 #[derive(Debug)]
 pub struct ReadValue {
-    buf: AlignedBuf,
+    buf: ReadBuf,
     start: usize,
     len: usize,
     /// crc32c of the whole stored value (for the client's end-to-end check).
@@ -70,23 +89,32 @@ impl<D: Device + 'static> Store<D> {
         zone: u32,
         offset: u64,
         len: usize,
-    ) -> StoreResult<(AlignedBuf, usize)> {
+    ) -> StoreResult<(ReadBuf, usize)> {
         let block = self.block_bytes as u64;
         let absolute = self.disk.geometry().zone_start(zone) + offset;
         let start = absolute / block * block;
         let end = (absolute + len as u64).next_multiple_of(block);
         let span = (end - start) as usize;
+        let at = (absolute - start) as usize;
+        // Small reads (a GET of a small value, a header) use the store's read pool: no
+        // allocation and no page faults. An empty pool is not waited for (a request may hold one
+        // buffer while it asks for another): the read then allocates.
+        if span <= self.read_pool.config().buf_bytes {
+            if let Some(mut buf) = self.read_pool.try_get() {
+                buf.clear();
+                let (res, buf) = self.disk.read_at(start, buf, span).await;
+                res.map_err(|e| self.io(e))?;
+                return Ok((ReadBuf::Pooled(buf), at));
+            }
+        }
         let buf = AlignedBuf::new(span, self.block_bytes.max(4096));
         let (res, buf) = self.disk.read_at(start, buf, span).await;
         res.map_err(|e| self.io(e))?;
-        Ok((buf, (absolute - start) as usize))
+        Ok((ReadBuf::Owned(buf), at))
     }
 
     /// Reads and verifies the header of the record at `location`.
-    async fn read_header(
-        &self,
-        location: Location,
-    ) -> StoreResult<(RecordHeader, AlignedBuf, usize)> {
+    async fn read_header(&self, location: Location) -> StoreResult<(RecordHeader, ReadBuf, usize)> {
         let head = format::value_offset(location.value_len);
         let (buf, at) = self.read_span(location.zone, u64::from(location.offset), head).await?;
         let header = self.verify_header(location, &buf[at..])?;

@@ -241,6 +241,7 @@ impl<D: Device + 'static> Store<D> {
             writer: Writer::new(Vec::new(), superblock.first_data_zone(), None, 1, block),
             superblock,
             busy_keys: Default::default(),
+            read_pool: ioengine::buf::BufPool::new(super::READ_POOL),
             stats: Stats::default(),
             recovery: RecoveryReport::default(),
             closed: std::cell::Cell::new(false),
@@ -743,7 +744,7 @@ struct ScanWindow<'a, D: Device + 'static> {
     store: &'a Store<D>,
     zone: ZoneIndex,
     capacity: u64,
-    buf: Option<AlignedBuf>,
+    buf: Option<super::reader::ReadBuf>,
     buf_start: u64,
     read_bytes: u64,
 }
