@@ -28,6 +28,7 @@ use shingle_benches::measure::{
     parse_size_bytes, record_latency, seed_from_clock, ticks_s,
 };
 use shingle_benches::system::SystemInfo;
+use shingle_benches::testfile::TestFile;
 
 /// Alignment of buffers, offsets and sizes for O_DIRECT (covers 512 and 4096 logical blocks).
 const ALIGN_BYTES: usize = 4096;
@@ -296,10 +297,15 @@ fn main() -> Result<()> {
     let settings = settings_from(Args::parse())?;
     let fio_version = fio_version(&settings.fio)?;
     let system = SystemInfo::collect(&settings.dir, fio_version)?;
-    let file = TestFile::create(&settings)?;
+    let file = TestFile::create(
+        settings.file.clone(),
+        settings.file_size_bytes,
+        settings.keep_file,
+        "reactor-vs-fio",
+    )?;
     progress(format_args!(
         "prefilling {} ({} bytes) with the reactor",
-        file.path.display(),
+        file.path().display(),
         settings.file_size_bytes
     ));
     let prefill = prefill(&settings)?;
@@ -416,48 +422,6 @@ fn run_workload(settings: &Settings, job: Job) -> Result<WorkloadReport> {
 
 fn progress(message: fmt::Arguments<'_>) {
     eprintln!("reactor-vs-fio: {message}");
-}
-
-// ---------------------------------------------------------------------------------------------
-// The test file.
-
-/// The preallocated test file; removed on drop unless `--keep-file`.
-struct TestFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TestFile {
-    /// Creates the file at its full size with fallocate (blocks allocated, not yet written).
-    fn create(settings: &Settings) -> Result<TestFile> {
-        let path = settings.file.clone();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .with_context(|| format!("creating the test file {}", path.display()))?;
-        let test_file = TestFile { path, keep: settings.keep_file };
-        ioengine::sys::fallocate(&file, 0, 0, settings.file_size_bytes).with_context(|| {
-            format!(
-                "preallocating {} bytes for {} (is there room on the file system?)",
-                settings.file_size_bytes,
-                test_file.path.display()
-            )
-        })?;
-        Ok(test_file)
-    }
-}
-
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            if let Err(err) = std::fs::remove_file(&self.path) {
-                progress(format_args!("could not remove {}: {err}", self.path.display()));
-            }
-        }
-    }
 }
 
 /// Writes the whole file once with the reactor (1 MiB sequential writes, iodepth 8), so that
