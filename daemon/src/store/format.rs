@@ -504,10 +504,13 @@ impl CheckpointHeader {
             overflow_count: get_u32(b, 72),
             disk_uuid: b[76..92].try_into().expect("16 bytes"),
         };
-        let expected_body = u64::from(header.zone_count) * CHECKPOINT_ZONE_BYTES as u64
-            + header.entry_count.saturating_mul(CHECKPOINT_ENTRY_BYTES as u64)
-            + u64::from(header.overflow_count) * CHECKPOINT_OVERFLOW_BYTES as u64;
-        if header.body_bytes != expected_body {
+        // Counts come from the disk: add them up without overflowing (found by the fuzzer).
+        let expected_body = (u64::from(header.zone_count) * CHECKPOINT_ZONE_BYTES as u64)
+            .checked_add(header.entry_count.saturating_mul(CHECKPOINT_ENTRY_BYTES as u64))
+            .and_then(|sum| {
+                sum.checked_add(u64::from(header.overflow_count) * CHECKPOINT_OVERFLOW_BYTES as u64)
+            });
+        if expected_body != Some(header.body_bytes) {
             return Err(FormatError::InvalidField {
                 what: WHAT,
                 field: "body_bytes",
@@ -732,5 +735,14 @@ mod tests {
         let mut bad = h;
         bad.body_bytes += 1;
         assert!(CheckpointHeader::decode(&bad.encode()).is_err());
+        // Regression (fuzzer): counts whose byte total overflows u64 are rejected, not a panic.
+        let mut huge = h;
+        huge.entry_count = 0x1d1d_1d1d_1d1d_1d1d;
+        huge.zone_count = 0x00ae_aeae;
+        huge.body_bytes = u64::MAX;
+        assert!(matches!(
+            CheckpointHeader::decode(&huge.encode()),
+            Err(FormatError::InvalidField { field: "body_bytes", .. })
+        ));
     }
 }
