@@ -39,6 +39,13 @@ pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
     ::crc32c::crc32c_append(crc, bytes)
 }
 
+/// The crc32c of `a ++ b` from `crc32c(a)`, `crc32c(b)` and `b.len()`, without the bytes.
+#[inline]
+#[must_use]
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    ::crc32c::crc32c_combine(crc_a, crc_b, len_b)
+}
+
 /// Computes one crc32c per [`CHUNK_BYTES`] chunk of `value` into `out`.
 ///
 /// `out` is cleared first. The last chunk may be shorter than [`CHUNK_BYTES`]; an empty
@@ -46,6 +53,26 @@ pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
 pub fn chunk_crcs(value: &[u8], out: &mut Vec<u32>) {
     out.clear();
     out.extend(value.chunks(CHUNK_BYTES).map(crc32c));
+}
+
+/// Computes one crc32c per [`CHUNK_BYTES`] chunk of `value` into `out` (as [`chunk_crcs`])
+/// and returns the crc32c of the whole value, combined from the chunk crcs: one pass over the
+/// bytes gives both.
+pub fn chunk_and_whole_crcs(value: &[u8], out: &mut Vec<u32>) -> u32 {
+    chunk_crcs(value, out);
+    combine_chunk_crcs(out, value.len())
+}
+
+/// The crc32c of a value of `value_len` bytes from its per-[`CHUNK_BYTES`] chunk crcs.
+pub fn combine_chunk_crcs(chunks: &[u32], value_len: usize) -> u32 {
+    let mut whole = 0;
+    let mut left = value_len;
+    for (i, crc) in chunks.iter().enumerate() {
+        let len = left.min(CHUNK_BYTES);
+        left -= len;
+        whole = if i == 0 { *crc } else { crc32c_combine(whole, *crc, len) };
+    }
+    whole
 }
 
 /// Bit-at-a-time reference crc32c, for tests only: it is slow (8 loop iterations per byte)
@@ -162,6 +189,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn whole_crc_combined_from_chunks_equals_one_pass(seed: u64, len in 0..MAX_LEN) {
+            let value = random_bytes(seed, len);
+            let mut chunks = Vec::new();
+            let whole = chunk_and_whole_crcs(&value, &mut chunks);
+            prop_assert_eq!(whole, crc32c(&value));
+            prop_assert_eq!(chunks.len(), len.div_ceil(CHUNK_BYTES));
+        }
+
         #[test]
         fn fast_equals_reference(
             seed in any::<u64>(),

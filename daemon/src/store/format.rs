@@ -5,7 +5,7 @@
 //! Everything is little-endian. Decoders are pure functions over bytes from the disk: they
 //! validate and return [`FormatError`], never panic, never allocate more than the input implies.
 
-use ioengine::checksum::{CHUNK_BYTES, crc32c, crc32c_append};
+use ioengine::checksum::{CHUNK_BYTES, crc32c, crc32c_append, crc32c_combine};
 
 /// Current format version. A disk with a newer version is refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -256,20 +256,67 @@ pub fn record_bytes(value_len: u32) -> usize {
     (value_offset(value_len) + value_len as usize).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
+/// A value with its checksums, computed once: by the server while it verifies a PUT against
+/// the client's crc32c, or by `Store::put`. `chunk_crcs` must be the crc32c of each
+/// [`CHUNK_BYTES`] chunk of `value` and `value_crc` the crc32c of all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Checksummed<'a> {
+    /// The value.
+    pub value: &'a [u8],
+    /// One crc32c per chunk.
+    pub chunk_crcs: &'a [u32],
+    /// crc32c of the whole value.
+    pub value_crc: u32,
+}
+
+impl<'a> Checksummed<'a> {
+    /// Checksums `value` in one pass, using `scratch` for the chunk crcs.
+    pub fn compute(value: &'a [u8], scratch: &'a mut Vec<u32>) -> Checksummed<'a> {
+        let value_crc = ioengine::checksum::chunk_and_whole_crcs(value, scratch);
+        Checksummed { value, chunk_crcs: scratch, value_crc }
+    }
+}
+
 /// Writes a record (header, chunk checksums, value) into `out`, which must be exactly
 /// `record_bytes(value.len())` long and zeroed past the value. Returns the whole-value crc.
+/// One pass over the value computes the chunk crcs; the whole-value crc is combined from them.
 pub fn encode_record(out: &mut [u8], kind: RecordKind, seq: u64, key: &Key, value: &[u8]) -> u32 {
-    let value_len = u32::try_from(value.len()).expect("value length checked by the caller");
-    assert_eq!(out.len(), record_bytes(value_len), "record buffer size");
-    let chunks = chunk_count(value_len);
-    let value_start = value_offset(value_len);
     let mut whole = 0u32;
     for (i, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
         let crc = crc32c(chunk);
         put_u32(out, RECORD_HEADER_BYTES + 4 * i, crc);
-        whole = crc32c_append(whole, chunk);
+        whole = if i == 0 { crc } else { crc32c_combine(whole, crc, chunk.len()) };
     }
-    debug_assert_eq!(value.chunks(CHUNK_BYTES).count(), chunks);
+    encode_record_body(out, kind, seq, key, value, whole)
+}
+
+/// [`encode_record`] with checksums computed before (no pass over the value but the copy).
+pub fn encode_record_checksummed(
+    out: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    key: &Key,
+    value: &Checksummed<'_>,
+) -> u32 {
+    assert_eq!(value.chunk_crcs.len(), value.value.len().div_ceil(CHUNK_BYTES), "chunk crcs");
+    for (i, crc) in value.chunk_crcs.iter().enumerate() {
+        put_u32(out, RECORD_HEADER_BYTES + 4 * i, *crc);
+    }
+    encode_record_body(out, kind, seq, key, value.value, value.value_crc)
+}
+
+/// The rest of a record once its chunk crcs are in place: the value and the header.
+fn encode_record_body(
+    out: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    key: &Key,
+    value: &[u8],
+    whole: u32,
+) -> u32 {
+    let value_len = u32::try_from(value.len()).expect("value length checked by the caller");
+    assert_eq!(out.len(), record_bytes(value_len), "record buffer size");
+    let value_start = value_offset(value_len);
     out[value_start..value_start + value.len()].copy_from_slice(value);
     let value_crc = if kind == RecordKind::Padding { 0 } else { whole };
     write_header(out, kind, seq, key, value_len, value_crc);

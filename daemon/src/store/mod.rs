@@ -22,8 +22,8 @@ use std::task::Waker;
 
 use ioengine::device::{Device, ZoneIndex};
 
+pub use format::{Checksummed, Key, Location};
 use format::{FormatError, Superblock};
-pub use format::{Key, Location};
 use index::Index;
 pub use reader::{ReadBuf, ReadValue, Stat};
 pub use recovery::{RecoveryReport, format, read_superblock, uuid_hex};
@@ -222,6 +222,11 @@ impl<D: Device + 'static> Store<D> {
     /// Bytes of the disk's log zones not yet written (space for new records).
     pub fn free_bytes(&self) -> u64 {
         self.writer.free_bytes(self)
+    }
+
+    /// Bytes of the disk's log zones (what records can ever use).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.writer.capacity_bytes()
     }
 
     fn io(&self, source: ioengine::Error) -> StoreError {

@@ -18,7 +18,7 @@ use ioengine::device::{Device, ZoneCommand, ZoneIndex};
 use ioengine::op::WriteFlags;
 
 use super::format::{
-    self, BATCH_INFO_BYTES, BatchInfo, Key, Location, RECORD_HEADER_BYTES, RecordKind,
+    self, BATCH_INFO_BYTES, BatchInfo, Checksummed, Key, Location, RECORD_HEADER_BYTES, RecordKind,
 };
 use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult, SyncMode};
 
@@ -233,6 +233,15 @@ impl Writer {
             .sum()
     }
 
+    pub(super) fn capacity_bytes(&self) -> u64 {
+        self.zones
+            .borrow()
+            .iter()
+            .skip(self.first_data_zone as usize)
+            .map(|z| z.capacity_bytes)
+            .sum()
+    }
+
     fn wake_committer(&self) {
         if let Some(waker) = self.committer.borrow_mut().take() {
             waker.wake();
@@ -277,16 +286,26 @@ impl<D: Device + 'static> Store<D> {
     /// and changes nothing; the same key with other content is refused (blocks are immutable;
     /// DELETE first). Returns once the record is on stable media and in the index.
     pub async fn put(self: &Rc<Self>, key: &Key, value: &[u8]) -> StoreResult<PutOutcome> {
-        let max = self.config.value_bytes_max.min(self.superblock.value_bytes_max);
-        if value.len() as u64 > u64::from(max) || value.is_empty() {
-            return Err(StoreError::ValueTooLarge { len: value.len() as u64, max });
-        }
+        self.check_value_len(value.len())?;
+        let mut crcs = Vec::new();
+        self.put_checksummed(key, &Checksummed::compute(value, &mut crcs)).await
+    }
+
+    /// [`Store::put`] of a value whose checksums the caller computed (the server does while
+    /// it checks a PUT against the client's crc32c), so the bytes are checksummed once.
+    pub async fn put_checksummed(
+        self: &Rc<Self>,
+        key: &Key,
+        checksummed: &Checksummed<'_>,
+    ) -> StoreResult<PutOutcome> {
+        let value = checksummed.value;
+        self.check_value_len(value.len())?;
         self.check_writable()?;
         let _claim: KeyClaim<D> = self.claim_key(key).await;
         let lookup = self.lookup_verified(key).await?;
         if let Some(found) = lookup.found {
             let same = found.header.value_len as usize == value.len()
-                && found.header.value_crc == ioengine::checksum::crc32c(value)
+                && found.header.value_crc == checksummed.value_crc
                 && self.read_value_of(&found).await?.as_slice() == value;
             return if same {
                 Ok(PutOutcome::AlreadyStored)
@@ -302,8 +321,16 @@ impl<D: Device + 'static> Store<D> {
             tag_taken_by_other: lookup.tag_taken_by_other,
             old: None,
         };
-        self.append(change, value).await?;
+        self.append(change, checksummed).await?;
         Ok(PutOutcome::Stored)
+    }
+
+    fn check_value_len(&self, len: usize) -> StoreResult<()> {
+        let max = self.config.value_bytes_max.min(self.superblock.value_bytes_max);
+        if len as u64 > u64::from(max) || len == 0 {
+            return Err(StoreError::ValueTooLarge { len: len as u64, max });
+        }
+        Ok(())
     }
 
     /// Deletes `key`: writes a tombstone durably, then drops the index entry.
@@ -320,7 +347,16 @@ impl<D: Device + 'static> Store<D> {
             tag_taken_by_other: lookup.tag_taken_by_other,
             old: Some(found.location),
         };
-        self.append(change, &[]).await
+        let empty = Checksummed { value: &[], chunk_crcs: &[], value_crc: 0 };
+        self.append(change, &empty).await
+    }
+
+    /// Why the store refuses writes (halted after a write error, closing), or `None`.
+    pub fn read_only_reason(&self) -> Option<String> {
+        if self.closed.get() || self.writer.stopping.get() {
+            return Some("the store is closing".into());
+        }
+        self.writer.read_only.borrow().clone()
     }
 
     fn check_writable(&self) -> StoreResult<()> {
@@ -338,7 +374,12 @@ impl<D: Device + 'static> Store<D> {
 
     /// Encodes a record into the open batch (opening one if needed) and waits for the batch
     /// to be acknowledged.
-    async fn append(self: &Rc<Self>, mut change: IndexChange, value: &[u8]) -> StoreResult<()> {
+    async fn append(
+        self: &Rc<Self>,
+        mut change: IndexChange,
+        checksummed: &Checksummed<'_>,
+    ) -> StoreResult<()> {
+        let value = checksummed.value;
         let record_len = format::record_bytes(value.len() as u32);
         let shared = loop {
             self.check_writable()?;
@@ -353,7 +394,7 @@ impl<D: Device + 'static> Store<D> {
                 }
             };
             if fits {
-                break self.encode_into_open(&mut change, value, record_len);
+                break self.encode_into_open(&mut change, checksummed, record_len);
             }
             // The open batch is full: the committer seals it when the pipeline has room.
             if self.writer.open.borrow().is_some() {
@@ -399,7 +440,7 @@ impl<D: Device + 'static> Store<D> {
     fn encode_into_open(
         &self,
         change: &mut IndexChange,
-        value: &[u8],
+        value: &Checksummed<'_>,
         record_len: usize,
     ) -> Rc<BatchShared> {
         let mut open = self.writer.open.borrow_mut();
@@ -409,7 +450,7 @@ impl<D: Device + 'static> Store<D> {
         let buf = batch.buf.buf();
         let position = buf.len();
         buf.pad_to(position + record_len);
-        format::encode_record(
+        format::encode_record_checksummed(
             &mut buf[position..position + record_len],
             change.kind,
             seq,
