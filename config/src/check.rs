@@ -159,7 +159,7 @@ impl Checker<'_> {
                 format!("{} disks configured, at most {DISKS_MAX} are supported", c.disks.len());
             self.invalid("disk", &c.disks.len(), message);
         }
-        let mut ids: HashMap<u32, usize> = HashMap::new();
+        let mut ids: HashMap<u16, usize> = HashMap::new();
         let mut paths: HashMap<PathBuf, usize> = HashMap::new();
         for (i, disk) in c.disks.iter().enumerate() {
             let field = |name: &str| format!("disk[{i}].{name}");

@@ -244,7 +244,7 @@ impl<'i> Reader<'i> {
                 self.problems.push(Problem { field, value: None, line, kind });
             }
         }
-        let mut disk = DiskConfig::new(id.unwrap_or(u32::MAX), path.unwrap_or_default(), store);
+        let mut disk = DiskConfig::new(id.unwrap_or(u16::MAX), path.unwrap_or_default(), store);
         disk.size = self.size(s, "size");
         disk.zone_size = self.size(s, "zone_size").unwrap_or(disk.zone_size);
         disk.zone_capacity = self.size(s, "zone_capacity").unwrap_or(disk.zone_size);

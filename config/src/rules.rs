@@ -105,7 +105,10 @@ pub(crate) const RING_ENTRIES: IntRule = IntRule {
 };
 pub(crate) const POOL_BUFFER_COUNT: IntRule =
     IntRule::new(1, POOL_BUFFER_COUNT_MAX as u64, Some(POOL_BUFFER_COUNT_DEFAULT as u64));
-pub(crate) const DISK_ID: IntRule = IntRule::new(0, u32::MAX as u64, None);
+pub(crate) const DISK_ID: IntRule = IntRule {
+    note: "; disk ids are 16-bit on the wire and 65535 means every disk",
+    ..IntRule::new(0, DISK_ID_MAX as u64, None)
+};
 pub(crate) const DISK_CORE: IntRule = IntRule::new(0, CPU_ID_MAX as u64, None);
 pub(crate) const OPEN_ZONES: IntRule =
     IntRule { note: "; 0 means no limit", ..IntRule::new(0, OPEN_ZONES_MAX as u64, Some(0)) };

@@ -61,6 +61,9 @@ pub const METRICS_LISTEN_DEFAULT: SocketAddr =
 
 // ---- [runtime] ----
 
+/// Largest disk id (the wire's disk id is 16-bit and 65535 addresses every disk).
+pub const DISK_ID_MAX: u16 = u16::MAX - 1;
+
 /// Largest CPU id in `runtime.cores` (the kernel affinity mask the runtime uses, CPU_SETSIZE).
 pub const CPU_ID_MAX: usize = 1023;
 /// Default `runtime.ring_entries` (the ioengine's default).
@@ -426,8 +429,8 @@ pub enum LogFormat {
 /// them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskConfig {
-    /// The disk's id on the wire and in metrics, unique, 0..=4294967295. Required.
-    pub id: u32,
+    /// The disk's id on the wire and in metrics, unique, 0..=65534. Required.
+    pub id: u16,
     /// A regular file, a block device or a zoned block device. Paths under `/dev/` (except
     /// `/dev/shm/`) are taken for block devices. Relative paths are resolved against the
     /// config file's folder by [`crate::load`]. Required.
@@ -462,7 +465,7 @@ pub struct DiskConfig {
 
 impl DiskConfig {
     /// A disk with every optional field at its default, taking the store defaults from `store`.
-    pub fn new(id: u32, path: PathBuf, store: &StoreConfig) -> DiskConfig {
+    pub fn new(id: u16, path: PathBuf, store: &StoreConfig) -> DiskConfig {
         DiskConfig {
             id,
             path,

@@ -462,7 +462,8 @@ fn disk_id_and_path_are_required() {
     assert_eq!(p.line, Some(1), "points at the [[disk]] header");
     problem(&errors, "disk[0].path", "missing; name the disk's file or device");
     assert_eq!(errors.len(), 2, "{errors}");
-    only("[[disk]]\nid = -3\npath = \"/a\"\n", "disk[0].id", "from 0 to 4294967295");
+    only("[[disk]]\nid = -3\npath = \"/a\"\n", "disk[0].id", "from 0 to 65534");
+    only("[[disk]]\nid = 65535\npath = \"/a\"\n", "disk[0].id", "65535 means every disk");
 }
 
 #[test]

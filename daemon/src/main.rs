@@ -12,16 +12,17 @@
 
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context as _, bail};
 use config::{Config, DiskConfig};
 use ioengine::device::{Device, Disk, DiskOptions};
 use ioengine::{Runtime, RuntimeConfig};
+use shingle_daemon::server::sync::{Either, Event, race};
+use shingle_daemon::server::{CoreDisks, CoreServer, Directory, Listeners, Settings};
 use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, SyncMode};
 
 /// The data folder of the embedded default config.
@@ -43,35 +44,6 @@ fn parse_args() -> anyhow::Result<Command> {
         _ => bail!(
             "unknown arguments {args:?}; usage: shingled [--config FILE] | shingled check-config FILE"
         ),
-    }
-}
-
-/// A stop request the main thread raises and every core awaits.
-#[derive(Default)]
-struct Shutdown {
-    raised: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
-}
-
-impl Shutdown {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for waker in waiters {
-            waker.wake();
-        }
-    }
-
-    async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            if self.raised.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            waiters.push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
     }
 }
 
@@ -130,6 +102,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
 }
 
 fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let embedded = path.is_none();
     let config = match &path {
         Some(path) => load(path)?,
         None => {
@@ -144,59 +117,150 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let placement = config
         .placement(&cpus)
         .map_err(|errors| anyhow::anyhow!("the config does not fit this host:\n{errors}"))?;
+    // Everything that can be refused is refused before a disk is touched.
+    let settings = Arc::new(Settings::from_config(&config)?);
     let per_core: Vec<Vec<DiskConfig>> = (0..placement.core_count())
         .map(|core| placement.disks_of(core).map(|i| config.disks[i].clone()).collect())
         .collect();
+    let owners: Vec<(u16, usize)> = per_core
+        .iter()
+        .enumerate()
+        .flat_map(|(core, disks)| disks.iter().map(move |d| (d.id, core)))
+        .collect();
+    let directory = Arc::new(Directory::new(&owners, &settings));
     let per_core = Arc::new(per_core);
     let store_defaults = Arc::new(config.store.clone());
+    let core_count = placement.core_count();
 
     // Cores inherit the mask: termination signals are taken here, never inside a core.
     ioengine::sys::block_signals(&ioengine::sys::TERMINATION_SIGNALS)
         .context("cannot block SIGINT/SIGTERM")?;
-    let shutdown = Arc::new(Shutdown::default());
-    let for_cores = shutdown.clone();
+    let startup = Arc::new(Startup::new(core_count));
+    let go = Arc::new(Event::default());
+    let stop = Arc::new(Event::default());
     let runtime_config = RuntimeConfig {
         cpus: placement.cpus().to_vec(),
         pin: true,
         ring_entries: config.runtime.ring_entries,
     };
+    let (for_cores_startup, for_cores_go, for_cores_stop) =
+        (startup.clone(), go.clone(), stop.clone());
     let runtime = Runtime::start(runtime_config, move |info| {
         let disks = per_core[info.index].clone();
         let store_defaults = store_defaults.clone();
-        let shutdown = for_cores.clone();
+        let settings = settings.clone();
+        let directory = directory.clone();
+        let (startup, go, stop) =
+            (for_cores_startup.clone(), for_cores_go.clone(), for_cores_stop.clone());
         async move {
-            let mut stores = Vec::new();
+            let listeners = match Listeners::bind(&settings, info.index) {
+                Ok(listeners) => listeners,
+                Err(err) => {
+                    startup.report(info.index, Err(format!("{err:#}")));
+                    return;
+                }
+            };
+            let mut core_disks = CoreDisks::default();
             for disk in &disks {
                 match open_disk(disk, &store_defaults).await {
-                    Ok(store) => stores.push(store),
+                    Ok(store) => {
+                        core_disks.stores.insert(disk.id, store);
+                    }
                     // One disk failing never takes down the others.
                     Err(err) => tracing::error!(disk = disk.id, path = %disk.path.display(), error = %format!("{err:#}"), "disk not served"),
                 }
             }
-            shutdown.wait().await;
-            for (store, disk) in stores.iter().zip(&disks) {
+            let stores: Vec<(u16, Rc<Store<Disk>>)> =
+                core_disks.stores.iter().map(|(id, s)| (*id, s.clone())).collect();
+            startup.report(info.index, Ok(listeners.shard_addr()));
+            if let Either::Left(()) = race(go.wait(), stop.wait()).await {
+                let server =
+                    CoreServer::new(info.index, settings, directory, info.cores.clone(), core_disks, stop);
+                server.serve(listeners).await;
+            }
+            for (id, store) in stores {
                 match store.close().await {
-                    Ok(()) => tracing::info!(disk = disk.id, "closed with a clean checkpoint"),
-                    Err(err) => tracing::error!(disk = disk.id, error = %err, "close failed"),
+                    Ok(()) => tracing::info!(disk = id, "closed with a clean checkpoint"),
+                    Err(err) => tracing::error!(disk = id, error = %err, "close failed"),
                 }
             }
         }
     })
     .context("cannot start the cores")?;
+    let shard_addrs = match startup.wait() {
+        Ok(addrs) => addrs,
+        Err(err) => {
+            stop.raise();
+            let _ = runtime.join();
+            bail!("{err}");
+        }
+    };
+    go.raise();
+    let listen = config.server.listen;
+    let shard_ports: Vec<String> =
+        shard_addrs.iter().flatten().map(|a| a.port().to_string()).collect();
     tracing::info!(
+        %listen,
+        shard_ports = %if shard_ports.is_empty() { "off".to_string() } else { shard_ports.join(",") },
         cores = runtime.cores().len(),
         disks = config.disks.len(),
-        "shingled running; Ctrl-C or SIGTERM stops it"
+        "shingled serving; Ctrl-C or SIGTERM stops it"
     );
+    if embedded {
+        tracing::info!(
+            "try: echo hello | shingle --server {listen} put -   (then: shingle --server {listen} get KEY)"
+        );
+    }
     let signal = ioengine::sys::wait_for_signal(&ioengine::sys::TERMINATION_SIGNALS)
         .context("waiting for a termination signal")?;
     tracing::info!(signal, "stopping");
-    shutdown.raise();
+    stop.raise();
     if runtime.join().is_err() {
         bail!("a core panicked while stopping");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A core's start-up outcome: its shard address (if shard ports are on), or why it failed.
+type CoreStarted = Result<Option<SocketAddr>, String>;
+
+/// Each core's start-up outcome (listeners bound, disks opened), awaited by the main thread
+/// before any core serves: a port in use stops the daemon with its error.
+struct Startup {
+    reports: Mutex<Vec<Option<CoreStarted>>>,
+    reported: Condvar,
+}
+
+impl Startup {
+    fn new(cores: usize) -> Startup {
+        Startup { reports: Mutex::new(vec![None; cores]), reported: Condvar::new() }
+    }
+
+    fn report(&self, core: usize, outcome: CoreStarted) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = reports.get_mut(core) {
+            *slot = Some(outcome);
+        }
+        self.reported.notify_all();
+    }
+
+    /// Waits for every core; the first error, or each core's shard address.
+    fn wait(&self) -> Result<Vec<Option<SocketAddr>>, String> {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(Some(Err(err))) = reports.iter().find(|r| matches!(r, Some(Err(_)))) {
+                return Err(err.clone());
+            }
+            if reports.iter().all(Option::is_some) {
+                return Ok(reports
+                    .iter()
+                    .map(|r| r.clone().and_then(Result::ok).flatten())
+                    .collect());
+            }
+            reports = self.reported.wait(reports).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Opens one configured disk: creates and formats a new file-backed disk, recovers every other.

@@ -74,6 +74,17 @@ impl TcpStream {
         op::recv(&self.fd, buf, buf_offset, len).await
     }
 
+    /// Receives up to `len` bytes at `buf_offset` (never more, so bytes of a following frame
+    /// stay in the socket); 0 means closed.
+    pub async fn recv_range<B: IoBufMut + Unpin>(
+        &self,
+        buf: B,
+        buf_offset: usize,
+        len: usize,
+    ) -> (Result<usize>, B) {
+        op::recv(&self.fd, buf, buf_offset, len).await
+    }
+
     /// Sends all initialised bytes of `buf`.
     pub async fn send_all<B: IoBuf + Unpin>(&self, buf: B) -> (Result<()>, B) {
         let len = buf.bytes_init();

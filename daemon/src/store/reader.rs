@@ -53,6 +53,12 @@ impl ReadValue {
     pub fn as_slice(&self) -> &[u8] {
         &self.buf[self.start..self.start + self.len]
     }
+
+    /// The buffer read into, and where in it the bytes asked for are (start, length): to send
+    /// them from that buffer without a copy.
+    pub fn into_parts(self) -> (ReadBuf, usize, usize) {
+        (self.buf, self.start, self.len)
+    }
 }
 
 /// What STAT returns.

@@ -1,0 +1,321 @@
+//! A request executed on the core that owns its disk, and the one mapping of store errors to
+//! wire statuses. A connection's core calls [`CoreServer::dispatch`]; when the disk belongs to
+//! another core the job crosses to it through that core's inbox and the reply comes back
+//! through a one-shot channel. Everything that crosses cores is `Send` plain data ([`Job`],
+//! [`SentReply`]); a reply read on another core is copied once into a `Vec` to cross.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use ioengine::buf::AlignedBuf;
+use ioengine::executor::SendError;
+use proto::messages::{
+    ErrorResponse, GetResponse, ListCursor, ListPage, PutOutcome as WirePutOutcome, RequestBody,
+    ResponseBody, StatResponse,
+};
+use proto::wire::{Key, Status};
+
+use super::sync::{self, BudgetGuard};
+use super::{CoreServer, DISK_QUEUE_MAX, LocalDisk};
+use crate::store::{Checksummed, PutOutcome, ReadValue, StoreError};
+
+/// The store error's status on the wire (docs/PROTOCOL.md, "Statuses").
+pub fn status_of(err: &StoreError) -> Status {
+    match err {
+        StoreError::NotFound => Status::NotFound,
+        StoreError::ExistsWithOtherContent => Status::ExistsWithOtherContent,
+        StoreError::ValueTooLarge { .. } => Status::ValueTooLarge,
+        StoreError::BadRange { .. } => Status::BadRange,
+        StoreError::NoSpace { .. } => Status::NoSpace,
+        StoreError::Checksum { .. } => Status::StoredChecksumError,
+        StoreError::Corrupt { .. } => Status::StoredCorrupt,
+        StoreError::Io { .. } => Status::IoError,
+        StoreError::NotFormatted { .. } | StoreError::GeometryMismatch { .. } => Status::DiskFailed,
+        StoreError::ReadOnly { .. } => Status::DiskReadOnly,
+        StoreError::CannotFormat { .. } => Status::Internal,
+    }
+}
+
+/// A PUT's value, received and checksummed on the connection's core.
+#[derive(Debug)]
+pub struct PutValue {
+    /// The bytes (exactly the value's length).
+    pub buf: AlignedBuf,
+    /// crc32c of each 64 KiB chunk.
+    pub chunk_crcs: Vec<u32>,
+    /// crc32c of the whole value (already checked against the client's).
+    pub value_crc: u32,
+}
+
+/// A request on its way to the disk's owner.
+#[derive(Debug)]
+pub struct Job {
+    /// The disk.
+    pub disk_id: u16,
+    /// The key.
+    pub key: Key,
+    /// What is asked (never HELLO or DISK_STATUS: the connection answers those).
+    pub body: RequestBody,
+    /// A PUT's value.
+    pub value: Option<PutValue>,
+}
+
+/// The bytes a reply carries after its meta section.
+#[derive(Debug)]
+pub enum ReplyData {
+    /// None.
+    None,
+    /// Read on this core, straight from the store's buffer.
+    Read(ReadValue),
+    /// Copied (a reply from another core).
+    Bytes(Vec<u8>),
+}
+
+impl ReplyData {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReplyData::None => &[],
+            ReplyData::Read(value) => value.as_slice(),
+            ReplyData::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+/// A reply, with the budget its bytes hold until they are sent.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response body.
+    pub body: ResponseBody,
+    /// The data section.
+    pub data: ReplyData,
+    /// Budget held by the data until it is sent.
+    pub budget: Option<BudgetGuard>,
+}
+
+impl Reply {
+    /// An error reply.
+    pub fn error(status: Status, message: impl Into<String>) -> Reply {
+        Reply {
+            body: ResponseBody::Error(ErrorResponse { status, message: message.into() }),
+            data: ReplyData::None,
+            budget: None,
+        }
+    }
+
+    fn of_store_error(err: &StoreError) -> Reply {
+        Reply::error(status_of(err), err.to_string())
+    }
+
+    fn ok(body: ResponseBody) -> Reply {
+        Reply { body, data: ReplyData::None, budget: None }
+    }
+}
+
+/// A reply crossing back from another core.
+#[derive(Debug)]
+pub struct SentReply {
+    body: ResponseBody,
+    data: Option<Vec<u8>>,
+}
+
+impl CoreServer {
+    /// Answers `job` on the core that owns its disk, within the request timeout.
+    pub(super) async fn dispatch(self: &Rc<Self>, job: Job) -> Reply {
+        let Some(slot) = self.directory.disk(job.disk_id) else {
+            return Reply::error(
+                Status::NoSuchDisk,
+                format!("no disk {} on this node", job.disk_id),
+            );
+        };
+        let owner = slot.core;
+        let timeout = self.settings.request_timeout;
+        let answer = if owner == self.index {
+            ioengine::time::timeout(timeout, self.execute(job)).await
+        } else {
+            ioengine::time::timeout(timeout, self.forward(owner, job)).await
+        };
+        answer.unwrap_or_else(|_| {
+            Reply::error(
+                Status::Timeout,
+                format!(
+                    "not answered within {} ms; it may or may not have taken effect",
+                    timeout.as_millis()
+                ),
+            )
+        })
+    }
+
+    /// Sends `job` to core `owner` and waits for its reply.
+    async fn forward(self: &Rc<Self>, owner: usize, job: Job) -> Reply {
+        let Some(core) = self.cores.get(owner) else {
+            return Reply::error(Status::Internal, format!("core {owner} does not exist"));
+        };
+        let (tx, rx) = sync::oneshot::<SentReply>();
+        let sent = core.send(move || {
+            // Runs on the owner's thread, outside any task: start one there.
+            let Some(server) = super::current() else { return };
+            ioengine::spawn(async move {
+                let reply = server.execute(job).await;
+                let data = match &reply.data {
+                    ReplyData::None => None,
+                    data => Some(data.as_slice().to_vec()),
+                };
+                tx.send(SentReply { body: reply.body, data });
+            })
+            .detach();
+        });
+        match sent {
+            Ok(()) => {}
+            Err(SendError::Busy) => {
+                return Reply::error(Status::Busy, format!("core {owner} has a full queue"));
+            }
+            Err(SendError::Stopped) => {
+                return Reply::error(Status::ShuttingDown, format!("core {owner} has stopped"));
+            }
+        }
+        match rx.recv().await {
+            Some(SentReply { body, data: Some(bytes) }) => {
+                let budget = Some(self.budget.force(bytes.len() as u64));
+                Reply { body, data: ReplyData::Bytes(bytes), budget }
+            }
+            Some(SentReply { body, data: None }) => Reply::ok(body),
+            None => {
+                Reply::error(Status::ShuttingDown, format!("core {owner} stopped before answering"))
+            }
+        }
+    }
+
+    /// Runs `job` against this core's store.
+    async fn execute(self: &Rc<Self>, job: Job) -> Reply {
+        let Some(disk) = self.stores.get(&job.disk_id) else {
+            return Reply::error(
+                Status::DiskFailed,
+                format!(
+                    "disk {} is not being served (it failed to open; see the node's log)",
+                    job.disk_id
+                ),
+            );
+        };
+        if disk.queued.get() >= DISK_QUEUE_MAX {
+            return Reply::error(
+                Status::Busy,
+                format!("disk {} has {DISK_QUEUE_MAX} requests queued", job.disk_id),
+            );
+        }
+        let _queued = Queued::new(&disk.queued);
+        self.execute_on(disk, job).await
+    }
+
+    async fn execute_on(self: &Rc<Self>, disk: &LocalDisk, job: Job) -> Reply {
+        let store = &disk.store;
+        let slot = self.directory.disk(job.disk_id);
+        let key = job.key;
+        let reply = match job.body {
+            RequestBody::Put(_) => {
+                let Some(value) = job.value else {
+                    return Reply::error(Status::BadRequest, "PUT without a value");
+                };
+                let checksummed = Checksummed {
+                    value: &value.buf,
+                    chunk_crcs: &value.chunk_crcs,
+                    value_crc: value.value_crc,
+                };
+                match store.put_checksummed(&key, &checksummed).await {
+                    Ok(PutOutcome::Stored) => Reply::ok(ResponseBody::Put(WirePutOutcome::Stored)),
+                    Ok(PutOutcome::AlreadyStored) => {
+                        Reply::ok(ResponseBody::Put(WirePutOutcome::AlreadyStored))
+                    }
+                    Err(err) => Reply::of_store_error(&err),
+                }
+            }
+            RequestBody::Delete => match store.delete(&key).await {
+                Ok(()) => Reply::ok(ResponseBody::Delete),
+                Err(err) => Reply::of_store_error(&err),
+            },
+            RequestBody::Get(get) => {
+                let range = get.range.map(|r| (u64::from(r.offset), u64::from(r.len)));
+                // Budget for the bytes about to be read, by the index's length.
+                let bytes = match range {
+                    Some((_, len)) => len,
+                    None => store.location_of(&key).map_or(0, |l| u64::from(l.value_len)),
+                };
+                let budget = self.budget.acquire(bytes).await;
+                match store.get(&key, range).await {
+                    Ok(value) => {
+                        let data = value.as_slice();
+                        let offset = range.map_or(0, |(offset, _)| offset as u32);
+                        let whole = offset == 0 && data.len() as u64 == u64::from(value.value_len);
+                        let data_crc32c =
+                            if whole { value.value_crc } else { ioengine::checksum::crc32c(data) };
+                        let response = GetResponse {
+                            value_len: value.value_len,
+                            value_crc32c: value.value_crc,
+                            offset,
+                            data_len: data.len() as u32,
+                            data_crc32c,
+                        };
+                        Reply {
+                            body: ResponseBody::Get(response),
+                            data: ReplyData::Read(value),
+                            budget: Some(budget),
+                        }
+                    }
+                    Err(err) => Reply::of_store_error(&err),
+                }
+            }
+            RequestBody::Stat => match store.stat(&key).await {
+                Ok(stat) => Reply::ok(ResponseBody::Stat(StatResponse {
+                    value_len: stat.value_len,
+                    value_crc32c: stat.value_crc,
+                    seq: stat.seq,
+                })),
+                Err(err) => Reply::of_store_error(&err),
+            },
+            RequestBody::Exists => match store.exists(&key).await {
+                Ok(exists) => Reply::ok(ResponseBody::Exists(exists)),
+                Err(err) => Reply::of_store_error(&err),
+            },
+            RequestBody::List(list) => {
+                let cursor = match list.cursor.map(|c| c.to_u64()) {
+                    None => None,
+                    Some(Some(position)) => Some(position),
+                    Some(None) => {
+                        return Reply::error(Status::BadRequest, "not a cursor this node made");
+                    }
+                };
+                match store.list(cursor, list.keys_max as usize).await {
+                    Ok((keys, next)) => Reply::ok(ResponseBody::List(ListPage {
+                        keys,
+                        next: next.map(ListCursor::from_u64),
+                    })),
+                    Err(err) => Reply::of_store_error(&err),
+                }
+            }
+            RequestBody::Hello(_) | RequestBody::DiskStatus => Reply::error(
+                Status::Internal,
+                "HELLO and DISK_STATUS are answered by the connection",
+            ),
+        };
+        if let Some(slot) = slot {
+            slot.publish_counts(&**store);
+        }
+        reply
+    }
+}
+
+/// Counts a request in a disk's queue while it lives.
+struct Queued<'a>(&'a Cell<u32>);
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a Cell<u32>) -> Queued<'a> {
+        counter.set(counter.get() + 1);
+        Queued(counter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
