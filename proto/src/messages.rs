@@ -403,7 +403,9 @@ impl RequestBody {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the fields [`Request::encode`] would panic on: versions, value length, range,
+    /// `keys_max`.
+    pub(crate) fn validate(&self) -> Result<()> {
         match self {
             RequestBody::Hello(hello) => validate_versions(hello.version_min, hello.version_max),
             RequestBody::Put(put) => validate_value_len("PUT request", put.value_len),

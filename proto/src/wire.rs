@@ -349,6 +349,34 @@ impl Status {
     pub fn from_u16(value: u16) -> Option<Status> {
         Status::ALL.get(usize::from(value)).copied()
     }
+
+    /// The status's name as docs/PROTOCOL.md writes it (`NOT_FOUND`), for messages to people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::NotFound => "NOT_FOUND",
+            Status::ExistsWithOtherContent => "EXISTS_WITH_OTHER_CONTENT",
+            Status::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            Status::StoredChecksumError => "STORED_CHECKSUM_ERROR",
+            Status::StoredCorrupt => "STORED_CORRUPT",
+            Status::NoSpace => "NO_SPACE",
+            Status::DiskReadOnly => "DISK_READ_ONLY",
+            Status::DiskFailed => "DISK_FAILED",
+            Status::IoError => "IO_ERROR",
+            Status::NoSuchDisk => "NO_SUCH_DISK",
+            Status::ValueTooLarge => "VALUE_TOO_LARGE",
+            Status::BadRange => "BAD_RANGE",
+            Status::BadRequest => "BAD_REQUEST",
+            Status::UnknownOpcode => "UNKNOWN_OPCODE",
+            Status::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            Status::AuthRequired => "AUTH_REQUIRED",
+            Status::Unauthorized => "UNAUTHORIZED",
+            Status::Busy => "BUSY",
+            Status::ShuttingDown => "SHUTTING_DOWN",
+            Status::Internal => "INTERNAL",
+            Status::Timeout => "TIMEOUT",
+        }
+    }
 }
 
 const _: () = {
@@ -965,7 +993,10 @@ mod tests {
         }
         for status in Status::ALL {
             assert_eq!(Status::from_u16(status as u16), Some(status));
+            let name = status.name();
+            assert!(name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{name}");
         }
+        assert_eq!(Status::ExistsWithOtherContent.name(), "EXISTS_WITH_OTHER_CONTENT");
         // Requests carry status OK, known or not.
         for value in [1, u16::MAX] {
             let err = rejected(RawHeader { status: value, ..raw_put() });
