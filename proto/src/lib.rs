@@ -8,7 +8,8 @@
 //!   (the one module that knows the header's layout).
 //! - [`messages`]: request and response bodies for each opcode.
 //! - [`auth`]: the HELLO challenge-response.
-//! - [`client`]: the blocking, pipelining, shard-aware client library.
+//! - [`client`]: the blocking, pipelining, shard-aware client library (the `shingle` command
+//!   line tool in `src/bin/shingle.rs` is built on it).
 //! - [`error`]: the crate's error type, and what a server does about each error.
 
 #![forbid(unsafe_code)]
