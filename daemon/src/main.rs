@@ -153,7 +153,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         let (startup, go, stop) =
             (for_cores_startup.clone(), for_cores_go.clone(), for_cores_stop.clone());
         async move {
-            let listeners = match Listeners::bind(&settings, info.index) {
+            let listeners = match Listeners::bind(&settings, info.index).await {
                 Ok(listeners) => listeners,
                 Err(err) => {
                     startup.report(info.index, Err(format!("{err:#}")));

@@ -288,15 +288,18 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the main port (shared by every core) and this core's shard port.
-    pub fn bind(settings: &Settings, core: usize) -> anyhow::Result<Listeners> {
+    /// Binds the main port (shared by every core) and this core's shard port. A port still
+    /// held by a process that just exited (io_uring releases its sockets asynchronously, a few
+    /// milliseconds after the exit) is waited for, up to [`BIND_WAIT`].
+    pub async fn bind(settings: &Settings, core: usize) -> anyhow::Result<Listeners> {
         use anyhow::Context as _;
-        let main = TcpListener::bind(settings.listen, true)
+        let main = bind_waiting(settings.listen, true)
+            .await
             .with_context(|| format!("cannot listen on server.listen = {}", settings.listen))?;
         let shard = match settings.shard_port(core) {
             Some(port) => {
                 let addr = SocketAddr::new(settings.listen.ip(), port);
-                Some(TcpListener::bind(addr, false).with_context(|| {
+                Some(bind_waiting(addr, false).await.with_context(|| {
                     format!(
                         "cannot listen on shard port {addr} of core {core} \
                          (server.shard_port_base + {core}; pick a free range or 0 to turn shard ports off)"
@@ -311,6 +314,28 @@ impl Listeners {
     /// The shard listener's address.
     pub fn shard_addr(&self) -> Option<SocketAddr> {
         self.shard.as_ref().map(TcpListener::local_addr)
+    }
+}
+
+/// How long binding a port in use is retried.
+pub const BIND_WAIT: Duration = Duration::from_secs(5);
+
+async fn bind_waiting(addr: SocketAddr, reuse_port: bool) -> ioengine::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + BIND_WAIT;
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(addr, reuse_port) {
+            Err(ioengine::Error::Network { errno_name: "EADDRINUSE", .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%addr, "port in use; waiting for it to be released");
+                    logged = true;
+                }
+                let _ = ioengine::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
     }
 }
 
