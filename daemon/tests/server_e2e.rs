@@ -554,3 +554,45 @@ fn the_cli_puts_gets_lists_and_fails_with_one_line() {
     assert!(stderr.starts_with("shingle: ") && stderr.trim().lines().count() == 1, "{stderr}");
     daemon.stop();
 }
+
+/// Resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_not_read_either() {
+    let node = Node::new(&Options {
+        server_extra: "max_in_flight_per_connection = 8\n".into(),
+        ..Options::default()
+    });
+    let daemon = node.start();
+    let c = client(node.addr(), false);
+    let v = value(5, 100_000);
+    c.put(0, &key(5), &v).unwrap();
+    let before = rss_bytes(daemon.child.id());
+
+    // 2,000 GETs of 100 KB: 200 MB of answers if the daemon queued them all.
+    let mut raw = Raw::connect(node.addr());
+    let mut requests = Vec::new();
+    for id in 1..=2000u32 {
+        let get = RequestBody::Get(proto::messages::GetRequest { range: None });
+        Request { request_id: id, disk_id: 0, key: key(5), body: get }.encode(&mut requests);
+    }
+    raw.stream.write_all(&requests).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = rss_bytes(daemon.child.id()).saturating_sub(before);
+    assert!(grown < 48 << 20, "the daemon grew by {grown} bytes for a client that does not read");
+
+    // Other clients are served meanwhile, and every answer arrives once the client reads.
+    assert_eq!(c.get(0, &key(5), None).unwrap().data, v);
+    for _ in 1..=2000u32 {
+        let (response, data) = raw.response().unwrap();
+        assert_eq!(status_of(&response), Status::Ok);
+        assert_eq!(data, v);
+    }
+    daemon.stop();
+}

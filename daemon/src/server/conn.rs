@@ -165,11 +165,13 @@ impl Conn {
         }
     }
 
-    /// Waits while `max_in_flight` requests are unanswered (back-pressure: nothing is read).
+    /// Waits while `max_in_flight` requests are unanswered: running, or answered but not yet
+    /// sent (a client that does not read its answers is not read either; back-pressure, with
+    /// memory bounded per connection).
     async fn wait_for_slot(&self) -> Result<(), End> {
-        let max = self.server.settings().max_in_flight;
+        let max = self.server.settings().max_in_flight as usize;
         let slot = std::future::poll_fn(|cx| {
-            if self.in_flight.get() < max {
+            if self.in_flight.get() as usize + self.out.borrow().len() < max {
                 return Poll::Ready(());
             }
             *self.reader_waker.borrow_mut() = Some(cx.waker().clone());
@@ -460,7 +462,18 @@ impl Conn {
                     }
                 }
             }
-            let (res, back) = self.stream.send_all(std::mem::take(&mut batch)).await;
+            // The reader may go on: these answers left the queue.
+            if let Some(waker) = self.reader_waker.borrow_mut().take() {
+                waker.wake();
+            }
+            // A client that stops reading its answers is cut off after the request timeout.
+            let limit = self.server.settings().request_timeout;
+            let send =
+                ioengine::time::timeout(limit, self.stream.send_all(std::mem::take(&mut batch)));
+            let Ok((res, back)) = send.await else {
+                self.give_up_writing("the client did not read its answers");
+                break;
+            };
             batch = back;
             // Buffers and budget go back once their bytes are on the way.
             drop(sent_after);
@@ -469,9 +482,16 @@ impl Conn {
                 break;
             }
             if let Some(item) = large {
-                if self.send_data(item.data).await.is_err() {
-                    self.aborted.set(true);
-                    break;
+                match ioengine::time::timeout(limit, self.send_data(item.data)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        self.aborted.set(true);
+                        break;
+                    }
+                    Err(_) => {
+                        self.give_up_writing("the client did not read its answers");
+                        break;
+                    }
                 }
             }
         }
@@ -479,6 +499,12 @@ impl Conn {
             let _ = self.stream.send_all(notice(status)).await;
         }
         self.out.borrow_mut().clear();
+    }
+
+    fn give_up_writing(&self, why: &str) {
+        tracing::debug!(connection = self.id, peer = ?self.stream.peer_addr(), why, "closing");
+        self.aborted.set(true);
+        self.stream.shutdown();
     }
 
     /// Sends a large reply's data from the buffer it was read into.
