@@ -149,13 +149,15 @@ fn run_then_reopen(clean: bool) {
             s.close().await.unwrap();
         }
     });
+    let p = path.clone();
     Core::new(64).unwrap().block_on(async move {
-        let s = Store::open(disk(&path, 8, false), config()).await.unwrap();
+        let s = Store::open(disk(&p, 8, false), config()).await.unwrap();
         let report = s.recovery_report().clone();
         assert!(report.checkpoint_generation.is_some(), "{report:?}");
         assert_eq!(report.checkpoint_clean, clean, "{report:?}");
         if clean {
             assert_eq!(report.tail_records, 0, "a clean checkpoint needs no tail: {report:?}");
+            assert_eq!(report.scanned_bytes, 0, "nor a scan: {report:?}");
         } else {
             assert!(report.tail_records >= 300, "{report:?}");
         }
@@ -169,8 +171,18 @@ fn run_then_reopen(clean: bool) {
                 assert_eq!(got.unwrap().as_slice(), &value(i, len)[..], "key {i}");
             }
         }
-        // The store keeps working after recovery, in the same zone.
+        // The store keeps working after recovery, in the same zone; then it crashes.
         s.put(&key(9999), &value(9999, 5000)).await.unwrap();
+        assert_eq!(s.len(), 800 - 267 + 1);
+    });
+    // What the session after the (clean or not) restart acknowledged is found: after a clean
+    // checkpoint, the probe where the log resumes sees the new batch and the tail is scanned.
+    let p = path.clone();
+    Core::new(64).unwrap().block_on(async move {
+        let s = Store::open(disk(&p, 8, false), config()).await.unwrap();
+        let report = s.recovery_report().clone();
+        assert!(report.tail_records >= 1, "{report:?}");
+        assert_eq!(s.get(&key(9999), None).await.unwrap().as_slice(), &value(9999, 5000)[..]);
         assert_eq!(s.len(), 800 - 267 + 1);
     });
 }

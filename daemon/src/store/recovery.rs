@@ -251,7 +251,13 @@ impl<D: Device + 'static> Store<D> {
             ),
         });
         let scan_started = std::time::Instant::now();
-        let tail = store.scan_tail(&mut zones, covered_seq, &mut report).await?;
+        let clean = checkpoint.is_some_and(|h| h.clean);
+        let tail = if clean && store.nothing_written_since(&zones, covered_seq).await? {
+            // A clean shutdown's checkpoint is the end of the log: no tail scan.
+            Vec::new()
+        } else {
+            store.scan_tail(&mut zones, covered_seq, &mut report).await?
+        };
         report.scan_ms = scan_started.elapsed().as_millis() as u64;
         let mut store = match Rc::try_unwrap(store) {
             Ok(store) => store,
@@ -346,6 +352,51 @@ impl<D: Device + 'static> Store<D> {
             format::decode_header(&buf[at..], self.superblock.value_bytes_max).ok().map(|h| h.key),
             (),
         ))
+    }
+
+    /// After a clean checkpoint: whether the log is still exactly as the checkpoint describes
+    /// it, so the tail scan can be skipped. Looks only where writing would have resumed: each
+    /// partly written zone at its checkpointed end, and the first empty zone at its start. On
+    /// a zoned device the write pointers say it exactly; elsewhere a batch of this disk at one
+    /// of those places means a later session wrote (then the full scan runs). The limit, in
+    /// docs/FORMAT.md: a later session whose very first batch record was damaged on the media
+    /// and that wrote no checkpoint of its own would not be found.
+    async fn nothing_written_since(
+        &self,
+        zones: &[ZoneLog],
+        covered_seq: u64,
+    ) -> StoreResult<bool> {
+        let first = self.superblock.first_data_zone() as usize;
+        let zoned = self.disk.geometry().kind == DeviceKind::Zoned;
+        let resume_points = (first..zones.len())
+            .filter(|&z| !zones[z].finished && zones[z].write_offset < zones[z].capacity_bytes)
+            .filter(|&z| zones[z].write_offset > 0)
+            .chain(
+                (first..zones.len()).find(|&z| !zones[z].finished && zones[z].write_offset == 0),
+            );
+        let limit =
+            batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes, u64::MAX) as u64;
+        for z in resume_points {
+            let zone = z as ZoneIndex;
+            let offset = zones[z].write_offset;
+            if zoned {
+                let device = self.disk.refresh_zone(zone).await.map_err(|e| self.io(e))?;
+                if device.write_pointer.saturating_sub(self.disk.geometry().zone_start(zone))
+                    != offset
+                {
+                    return Ok(false);
+                }
+            } else {
+                let mut window = ScanWindow::new(self, zone, zones[z].capacity_bytes);
+                let block = self.block_bytes as u64;
+                if offset + block <= zones[z].capacity_bytes
+                    && window.batch_record_at(offset, covered_seq, limit).await?.is_some()
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     #[expect(clippy::needless_range_loop, reason = "zone numbers are indexes and values here")]
