@@ -3,5 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod notify;
 pub mod server;
 pub mod store;

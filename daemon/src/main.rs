@@ -16,11 +16,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use config::{Config, DiskConfig};
 use ioengine::device::{Device, Disk, DiskOptions};
 use ioengine::{Runtime, RuntimeConfig};
+use shingle_daemon::notify::{Heartbeats, Notifier, Watchdog, beat_period};
 use shingle_daemon::server::sync::{Either, Event, race};
 use shingle_daemon::server::{CoreDisks, CoreServer, Directory, Listeners, Settings};
 use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, SyncMode};
@@ -135,6 +137,11 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     // Cores inherit the mask: termination signals are taken here, never inside a core.
     ioengine::sys::block_signals(&ioengine::sys::TERMINATION_SIGNALS)
         .context("cannot block SIGINT/SIGTERM")?;
+    let notifier = Arc::new(Notifier::from_env()?);
+    notifier.status(&format!("opening {} disk(s) on {core_count} core(s)", config.disks.len()));
+    let heartbeats = Heartbeats::new(core_count);
+    let beat_every = notifier.watchdog_interval().map_or(Duration::from_secs(1), beat_period);
+    let wedge = test_hook_wedge_core();
     let startup = Arc::new(Startup::new(core_count));
     let go = Arc::new(Event::default());
     let stop = Arc::new(Event::default());
@@ -145,6 +152,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let (for_cores_startup, for_cores_go, for_cores_stop) =
         (startup.clone(), go.clone(), stop.clone());
+    let for_cores_heartbeats = heartbeats.clone();
     let runtime = Runtime::start(runtime_config, move |info| {
         let disks = per_core[info.index].clone();
         let store_defaults = store_defaults.clone();
@@ -152,7 +160,15 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         let directory = directory.clone();
         let (startup, go, stop) =
             (for_cores_startup.clone(), for_cores_go.clone(), for_cores_stop.clone());
+        let heartbeats = for_cores_heartbeats.clone();
         async move {
+            // Liveness for the watchdog: a task on this core's executor, so a stuck core stops it.
+            ioengine::spawn(beat(heartbeats, info.index, beat_every, stop.clone())).detach();
+            if let Some((core, after)) = wedge {
+                if core == info.index {
+                    ioengine::spawn(wedge_after(after, go.clone())).detach();
+                }
+            }
             let listeners = match Listeners::bind(&settings, info.index).await {
                 Ok(listeners) => listeners,
                 Err(err) => {
@@ -187,9 +203,10 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     })
     .context("cannot start the cores")?;
-    let shard_addrs = match startup.wait() {
+    let shard_addrs = match startup.wait(&notifier) {
         Ok(addrs) => addrs,
         Err(err) => {
+            notifier.stopping(&format!("failed to start: {err}"));
             stop.raise();
             let _ = runtime.join();
             bail!("{err}");
@@ -211,10 +228,36 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             "try: echo hello | shingle --server {listen} put -   (then: shingle --server {listen} get KEY)"
         );
     }
+    notifier.ready(&format!(
+        "serving {} disk(s) on {} core(s); listening on {listen}",
+        config.disks.len(),
+        runtime.cores().len()
+    ));
+    let watchdog = notifier
+        .watchdog_interval()
+        .map(|interval| Watchdog::start(notifier.clone(), heartbeats.clone(), interval));
     let signal = ioengine::sys::wait_for_signal(&ioengine::sys::TERMINATION_SIGNALS)
         .context("waiting for a termination signal")?;
-    tracing::info!(signal, "stopping");
+    tracing::info!(
+        signal,
+        "stopping: finishing requests in flight, then a clean checkpoint per disk (a second signal exits at once)"
+    );
+    notifier.stopping("stopping: finishing requests in flight, writing checkpoints");
+    // A second signal: exit now. Every acknowledged write is already durable; only the clean
+    // checkpoint is skipped, so the next start scans the log tail.
+    std::thread::Builder::new()
+        .name("second-signal".into())
+        .spawn(|| {
+            if let Ok(signal) = ioengine::sys::wait_for_signal(&ioengine::sys::TERMINATION_SIGNALS)
+            {
+                tracing::warn!(signal, "second signal: exiting now, without the clean checkpoint");
+                std::process::exit(1);
+            }
+        })
+        .context("cannot start the signal thread")?;
     stop.raise();
+    // Stopping cores do not beat; the watchdog must not fire while they flush.
+    drop(watchdog);
     if runtime.join().is_err() {
         bail!("a core panicked while stopping");
     }
@@ -224,6 +267,37 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// A core's start-up outcome: its shard address (if shard ports are on), or why it failed.
 type CoreStarted = Result<Option<SocketAddr>, String>;
+
+/// How often the main thread reports start-up progress to the service manager.
+const STARTUP_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bumps this core's heartbeat every `period` until the stop event.
+async fn beat(heartbeats: Arc<Heartbeats>, core: usize, period: Duration, stop: Arc<Event>) {
+    loop {
+        heartbeats.beat(core);
+        if let Either::Right(()) = race(ioengine::time::sleep(period), stop.wait()).await {
+            return;
+        }
+    }
+}
+
+/// Test hook (`SHINGLE_TEST_WEDGE_CORE=CORE:MS`): that core's thread blocks for good MS
+/// milliseconds after the daemon starts serving, so a test can see the watchdog pings stop.
+/// Nothing else reads it; an operator never sets it.
+fn test_hook_wedge_core() -> Option<(usize, Duration)> {
+    let value = std::env::var("SHINGLE_TEST_WEDGE_CORE").ok()?;
+    let (core, ms) = value.split_once(':')?;
+    Some((core.parse().ok()?, Duration::from_millis(ms.parse().ok()?)))
+}
+
+async fn wedge_after(after: Duration, go: Arc<Event>) {
+    go.wait().await;
+    let _ = ioengine::time::sleep(after).await;
+    tracing::warn!("SHINGLE_TEST_WEDGE_CORE: blocking this core's thread (test hook)");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
 
 /// Each core's start-up outcome (listeners bound, disks opened), awaited by the main thread
 /// before any core serves: a port in use stops the daemon with its error.
@@ -246,9 +320,13 @@ impl Startup {
     }
 
     /// Waits for every core; the first error, or each core's shard address.
-    fn wait(&self) -> Result<Vec<Option<SocketAddr>>, String> {
+    fn wait(&self, notifier: &Notifier) -> Result<Vec<Option<SocketAddr>>, String> {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            let ready = reports.iter().filter(|r| r.is_some()).count();
+            notifier
+                .status(&format!("recovering disks: {ready} of {} core(s) ready", reports.len()));
+            notifier.extend_timeout(STARTUP_PROGRESS_INTERVAL * 3);
             if let Some(Some(Err(err))) = reports.iter().find(|r| matches!(r, Some(Err(_)))) {
                 return Err(err.clone());
             }
@@ -258,7 +336,11 @@ impl Startup {
                     .map(|r| r.clone().and_then(Result::ok).flatten())
                     .collect());
             }
-            reports = self.reported.wait(reports).unwrap_or_else(|p| p.into_inner());
+            reports = self
+                .reported
+                .wait_timeout(reports, STARTUP_PROGRESS_INTERVAL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }

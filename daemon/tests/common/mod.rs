@@ -107,14 +107,22 @@ core = 1
 
     /// Starts the daemon and waits until it serves.
     pub fn start(&self) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shingled"))
+        self.start_with_env(&[])
+    }
+
+    /// Starts the daemon with more environment variables and waits until it serves.
+    pub fn start_with_env(&self, env: &[(&str, String)]) -> Running {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shingled"));
+        command
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn shingled");
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn shingled");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
