@@ -6,13 +6,15 @@
 //! Layout of the disk (docs/FORMAT.md): zone 0 holds the superblock; zones 1..=2C hold two
 //! alternating checkpoint sets of C zones; the remaining zones hold the log. Files:
 //! `format` (bytes), `index` (memory), `writer` (PUT/DELETE, group commit), `reader` (GET,
-//! STAT), `checkpoint` (writing checkpoints), `recovery` (opening a disk).
+//! STAT), `checkpoint` (writing checkpoints), `recovery` (opening a disk), `scan` (read-only
+//! views for the offline admin tools).
 
 mod checkpoint;
 pub mod format;
 pub mod index;
 mod reader;
 mod recovery;
+pub mod scan;
 mod writer;
 
 use std::cell::{Cell, RefCell};

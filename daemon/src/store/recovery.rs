@@ -60,6 +60,20 @@ pub struct RecoveryReport {
     pub apply_ms: u64,
 }
 
+/// What [`Store::recover`] loaded, before anything is written.
+pub(super) struct Recovered<D: Device> {
+    /// The store, its committer not started, its writer a placeholder.
+    pub store: Store<D>,
+    /// Every zone's log state as recovered (write pointers not yet restored).
+    pub zones: Vec<ZoneLog>,
+    /// The next sequence number to assign.
+    pub next_seq: u64,
+    /// What recovery found so far.
+    pub report: RecoveryReport,
+    /// The checkpoint loaded, if one was valid.
+    pub checkpoint: Option<CheckpointHeader>,
+}
+
 /// A record found by the tail scan.
 #[derive(Debug, Clone, Copy)]
 struct TailRecord {
@@ -214,61 +228,10 @@ impl<D: Device + 'static> Store<D> {
     /// pointers, and starts the disk's committer on the current core.
     pub async fn open(disk: D, config: StoreConfig) -> StoreResult<Rc<Store<D>>> {
         let started = std::time::Instant::now();
-        let name = disk.name().to_string();
-        let superblock = read_superblock(&disk).await?;
-        check_geometry(&disk, &superblock)?;
-        let block = superblock.block_bytes as usize;
-        let mut report = RecoveryReport::default();
-        let zone_count = superblock.zone_count as usize;
-        let mut zones: Vec<ZoneLog> = (0..zone_count)
-            .map(|z| ZoneLog {
-                capacity_bytes: disk.zone(z as u32).capacity_bytes,
-                ..ZoneLog::default()
-            })
-            .collect();
-        let mut index = Index::new(superblock.tag_seed);
-        let checkpoint =
-            load_checkpoint(&disk, &superblock, &mut index, &mut zones, &mut report).await?;
-        let (covered_seq, mut next_seq) =
-            checkpoint.map(|h| (h.covered_seq, h.next_seq)).unwrap_or((0, 1));
-
-        let store = Rc::new(Store {
-            name: name.clone(),
-            disk,
-            config,
-            block_bytes: block,
-            index: std::cell::RefCell::new(index),
-            writer: Writer::new(Vec::new(), superblock.first_data_zone(), None, 1, block),
-            superblock,
-            busy_keys: Default::default(),
-            read_pool: ioengine::buf::BufPool::new(super::READ_POOL),
-            stats: Stats::default(),
-            recovery: RecoveryReport::default(),
-            closed: std::cell::Cell::new(false),
-            checkpointing: std::cell::Cell::new(false),
-            checkpoint_generation: std::cell::Cell::new(
-                checkpoint.map(|h| h.generation).unwrap_or(0),
-            ),
-        });
-        let scan_started = std::time::Instant::now();
-        let clean = checkpoint.is_some_and(|h| h.clean);
-        let tail = if clean && store.nothing_written_since(&zones, covered_seq).await? {
-            // A clean shutdown's checkpoint is the end of the log: no tail scan.
-            Vec::new()
-        } else {
-            store.scan_tail(&mut zones, covered_seq, &mut report).await?
-        };
-        report.scan_ms = scan_started.elapsed().as_millis() as u64;
-        let mut store = match Rc::try_unwrap(store) {
-            Ok(store) => store,
-            Err(_) => unreachable!("no task holds the store during recovery"),
-        };
-        if let Some(max_seq) = tail.iter().map(|r| r.seq).max() {
-            next_seq = next_seq.max(max_seq + 1);
-        }
-        let apply_started = std::time::Instant::now();
-        store.apply_tail(&tail).await?;
-        report.apply_ms = apply_started.elapsed().as_millis() as u64;
+        let Recovered { mut store, mut zones, next_seq, mut report, .. } =
+            Store::recover(disk, config).await?;
+        let name = store.name.clone();
+        let block = store.block_bytes;
         let abandoned = store.restore_zones(&mut zones).await?;
         let active = choose_active(&zones, store.superblock.first_data_zone());
         recompute_live(&store.index.borrow(), &mut zones, &store.stats);
@@ -296,6 +259,69 @@ impl<D: Device + 'static> Store<D> {
             tracing::warn!(disk = %name, "{warning}");
         }
         Ok(store)
+    }
+
+    /// The part of [`Store::open`] that only reads: the superblock, the newest valid
+    /// checkpoint, the tail scan and its application to the index. Nothing is written and no
+    /// zone command is sent (the offline admin tools rely on it: `super::scan`); the committer
+    /// is not started. `open` continues from here.
+    pub(super) async fn recover(disk: D, config: StoreConfig) -> StoreResult<Recovered<D>> {
+        let name = disk.name().to_string();
+        let superblock = read_superblock(&disk).await?;
+        check_geometry(&disk, &superblock)?;
+        let block = superblock.block_bytes as usize;
+        let mut report = RecoveryReport::default();
+        let zone_count = superblock.zone_count as usize;
+        let mut zones: Vec<ZoneLog> = (0..zone_count)
+            .map(|z| ZoneLog {
+                capacity_bytes: disk.zone(z as u32).capacity_bytes,
+                ..ZoneLog::default()
+            })
+            .collect();
+        let mut index = Index::new(superblock.tag_seed);
+        let checkpoint =
+            load_checkpoint(&disk, &superblock, &mut index, &mut zones, &mut report).await?;
+        let (covered_seq, mut next_seq) =
+            checkpoint.map(|h| (h.covered_seq, h.next_seq)).unwrap_or((0, 1));
+
+        let store = Rc::new(Store {
+            name,
+            disk,
+            config,
+            block_bytes: block,
+            index: std::cell::RefCell::new(index),
+            writer: Writer::new(Vec::new(), superblock.first_data_zone(), None, 1, block),
+            superblock,
+            busy_keys: Default::default(),
+            read_pool: ioengine::buf::BufPool::new(super::READ_POOL),
+            stats: Stats::default(),
+            recovery: RecoveryReport::default(),
+            closed: std::cell::Cell::new(false),
+            checkpointing: std::cell::Cell::new(false),
+            checkpoint_generation: std::cell::Cell::new(
+                checkpoint.map(|h| h.generation).unwrap_or(0),
+            ),
+        });
+        let scan_started = std::time::Instant::now();
+        let clean = checkpoint.is_some_and(|h| h.clean);
+        let tail = if clean && store.nothing_written_since(&zones, covered_seq).await? {
+            // A clean shutdown's checkpoint is the end of the log: no tail scan.
+            Vec::new()
+        } else {
+            store.scan_tail(&mut zones, covered_seq, &mut report).await?
+        };
+        report.scan_ms = scan_started.elapsed().as_millis() as u64;
+        let store = match Rc::try_unwrap(store) {
+            Ok(store) => store,
+            Err(_) => unreachable!("no task holds the store during recovery"),
+        };
+        if let Some(max_seq) = tail.iter().map(|r| r.seq).max() {
+            next_seq = next_seq.max(max_seq + 1);
+        }
+        let apply_started = std::time::Instant::now();
+        store.apply_tail(&tail).await?;
+        report.apply_ms = apply_started.elapsed().as_millis() as u64;
+        Ok(Recovered { store, zones, next_seq, report, checkpoint })
     }
 
     /// Applies tail records in sequence order, resolving which key owns a tag on disk when
@@ -443,6 +469,21 @@ impl<D: Device + 'static> Store<D> {
         Ok(tail)
     }
 
+    /// The largest batch the writer produces on this disk, and how far past a region that
+    /// failed to verify the scanner looks for the next valid batch (everything that could have
+    /// been in flight).
+    pub(super) fn scan_limits(&self) -> (u64, u64) {
+        // Never empty: the superblock keeps at least one data zone.
+        let min_capacity = (self.superblock.first_data_zone()..self.superblock.zone_count)
+            .map(|z| self.disk.zone(z).capacity_bytes)
+            .min()
+            .unwrap_or(u64::MAX);
+        let limit =
+            batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes, min_capacity)
+                as u64;
+        (limit, limit * (PIPELINE_DEPTH as u64 + 1))
+    }
+
     /// Scans one zone from `start`; returns where its valid log ends.
     async fn scan_zone(
         &self,
@@ -454,14 +495,7 @@ impl<D: Device + 'static> Store<D> {
     ) -> StoreResult<(u64, bool)> {
         let capacity = self.disk.zone(zone).capacity_bytes;
         let block = self.block_bytes as u64;
-        let min_capacity = (self.superblock.first_data_zone()..self.superblock.zone_count)
-            .map(|z| self.disk.zone(z).capacity_bytes)
-            .min()
-            .unwrap_or(capacity);
-        let limit =
-            batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes, min_capacity)
-                as u64;
-        let resync_window = limit * (PIPELINE_DEPTH as u64 + 1);
+        let (limit, resync_window) = self.scan_limits();
         let mut window = ScanWindow::new(self, zone, capacity);
         let mut pos = start;
         let mut last_seq = last_seq;
@@ -790,23 +824,23 @@ struct Gap {
     seq_before: u64,
 }
 
-/// A sliding read window over one zone for the scanner.
-struct ScanWindow<'a, D: Device + 'static> {
+/// A sliding read window over one zone for the scanner (and the admin tools' walk).
+pub(super) struct ScanWindow<'a, D: Device + 'static> {
     store: &'a Store<D>,
     zone: ZoneIndex,
     capacity: u64,
     buf: Option<super::reader::ReadBuf>,
     buf_start: u64,
-    read_bytes: u64,
+    pub(super) read_bytes: u64,
 }
 
 impl<'a, D: Device + 'static> ScanWindow<'a, D> {
-    fn new(store: &'a Store<D>, zone: ZoneIndex, capacity: u64) -> Self {
+    pub(super) fn new(store: &'a Store<D>, zone: ZoneIndex, capacity: u64) -> Self {
         ScanWindow { store, zone, capacity, buf: None, buf_start: 0, read_bytes: 0 }
     }
 
     /// The bytes `[pos, pos + len)` of the zone (clipped to the capacity).
-    async fn bytes(&mut self, pos: u64, len: usize) -> StoreResult<&[u8]> {
+    pub(super) async fn bytes(&mut self, pos: u64, len: usize) -> StoreResult<&[u8]> {
         let end = (pos + len as u64).min(self.capacity);
         let have = self
             .buf
@@ -831,7 +865,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
 
     /// The batch record at `pos`, if it verifies, has a sequence number above `last_seq` and
     /// describes a batch that fits: the batch's sequence number and description.
-    async fn batch_record_at(
+    pub(super) async fn batch_record_at(
         &mut self,
         pos: u64,
         last_seq: u64,
@@ -952,7 +986,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
     }
 
     /// Whether the block at `pos` holds anything but zeroes (a torn write, not a clean end).
-    async fn looks_written(&mut self, pos: u64) -> StoreResult<bool> {
+    pub(super) async fn looks_written(&mut self, pos: u64) -> StoreResult<bool> {
         let block = self.store.block_bytes;
         if pos + block as u64 > self.capacity {
             return Ok(false);
