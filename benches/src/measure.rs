@@ -339,6 +339,14 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<(u64, u64)> {
     Ok((field(14)? + field(15)?, field(16)? + field(17)?))
 }
 
+/// utime + stime of process `pid` so far (every thread, io_uring workers included), in clock
+/// ticks: another process's CPU time, e.g. the daemon's.
+pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_stat_cpu_ticks(&stat)?.0)
+}
+
 pub fn ticks_s(ticks: u64) -> f64 {
     ticks as f64 / CLOCK_TICKS_PER_S as f64
 }
@@ -401,6 +409,17 @@ pub fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Key number `i`: 32 bytes spread like a content hash (splitmix64 is a bijection, so distinct
+/// numbers never give the same key).
+pub fn key_of(i: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (j, chunk) in key.chunks_mut(8).enumerate() {
+        let word = splitmix64(i.wrapping_mul(4).wrapping_add(j as u64));
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+    key
 }
 
 /// A fresh seed per run, like fio's `--randrepeat=0`.
@@ -475,6 +494,13 @@ mod tests {
         // Kernels before 5.5 print no flush fields.
         let old = " 8 0 sda 1 0 8 0 2 0 16 0 0 0 5\n";
         assert_eq!(parse_diskstats_io(old, 8, 0).unwrap().flush_requests, 0);
+    }
+
+    #[test]
+    fn keys_are_distinct_and_spread() {
+        let keys: std::collections::HashSet<[u8; 32]> = (0..10_000).map(key_of).collect();
+        assert_eq!(keys.len(), 10_000);
+        assert_ne!(key_of(0)[..8], key_of(1)[..8]);
     }
 
     #[test]

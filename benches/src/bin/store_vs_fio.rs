@@ -25,12 +25,12 @@ use ioengine::device::{Disk, DiskOptions};
 use serde::Serialize;
 use shingle_benches::fio::{Direction, FioRun, fio_version, run_fio_detailed, shell_line};
 use shingle_benches::measure::{
-    CpuSample, DeviceIo, Latency, Measurement, Metrics, XorShift64Star, latency_histogram, median,
-    parse_size_bytes, record_latency, seed_from_clock, splitmix64, ticks_s,
+    CpuSample, DeviceIo, Latency, Measurement, Metrics, XorShift64Star, key_of, latency_histogram,
+    median, parse_size_bytes, record_latency, seed_from_clock, ticks_s,
 };
 use shingle_benches::system::SystemInfo;
 use shingle_benches::testfile::TestFile;
-use shingle_daemon::store::format::{KEY_BYTES, Key, Superblock, record_bytes};
+use shingle_daemon::store::format::{Superblock, record_bytes};
 use shingle_daemon::store::{
     self, BATCH_BYTES, CHECKPOINT_INTERVAL_BYTES_DEFAULT, FormatOptions, PIPELINE_DEPTH,
     PutOutcome, Store, StoreConfig, StoreError, SyncMode,
@@ -1230,17 +1230,6 @@ async fn put_writer(store: Rc<Store<Disk>>, plan: Rc<OpPlan>, value: Vec<u8>) ->
     Ok(())
 }
 
-/// Key number `i`: 32 bytes spread like a content hash (splitmix64 is a bijection, so keys
-/// never repeat).
-fn key_of(i: u64) -> Key {
-    let mut key = [0u8; KEY_BYTES];
-    for (j, chunk) in key.chunks_mut(8).enumerate() {
-        let word = splitmix64(i.wrapping_mul(4).wrapping_add(j as u64));
-        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
-    }
-    key
-}
-
 /// Fills a fresh store with 4 KiB values under keys 0.. until the log reaches its reserve,
 /// then closes it cleanly (a checkpoint), for the GET runs.
 fn run_fill(settings: &Settings) -> Result<Fill> {
@@ -1780,13 +1769,6 @@ fn print_summary(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_distinct_and_spread() {
-        let keys: std::collections::HashSet<Key> = (0..10_000).map(key_of).collect();
-        assert_eq!(keys.len(), 10_000);
-        assert_ne!(key_of(0)[..8], key_of(1)[..8]);
-    }
 
     #[test]
     fn variants_cover_every_sync_mode_and_writer_count() {
