@@ -30,9 +30,13 @@ use shingle_daemon::store::{self, FormatOptions, Store, StoreConfig, SyncMode};
 /// The data folder of the embedded default config.
 const DEFAULT_DATA_DIR: &str = "shingle-data";
 
+const USAGE: &str = "shingled [--config FILE] | shingled check-config FILE | \
+    shingled format|inspect|check PATH [OPTIONS] (shingled format --help, ...)";
+
 enum Command {
     Run { config: Option<PathBuf> },
     CheckConfig(PathBuf),
+    Admin(Vec<String>),
     Help,
 }
 
@@ -43,9 +47,8 @@ fn parse_args() -> anyhow::Result<Command> {
         ["--config", path] => Ok(Command::Run { config: Some(PathBuf::from(path)) }),
         ["check-config", path] => Ok(Command::CheckConfig(PathBuf::from(path))),
         ["--help" | "-h"] => Ok(Command::Help),
-        _ => bail!(
-            "unknown arguments {args:?}; usage: shingled [--config FILE] | shingled check-config FILE"
-        ),
+        [command, ..] if shingle_daemon::admin::is_command(command) => Ok(Command::Admin(args)),
+        _ => bail!("unknown arguments {args:?}; usage: {USAGE}"),
     }
 }
 
@@ -71,10 +74,11 @@ fn real_main() -> anyhow::Result<()> {
         .init();
     match parse_args()? {
         Command::Help => {
-            eprintln!("usage: shingled [--config FILE] | shingled check-config FILE");
+            eprintln!("usage: {USAGE}");
             Ok(())
         }
         Command::CheckConfig(path) => check_config(&path),
+        Command::Admin(args) => std::process::exit(shingle_daemon::admin::main(&args)),
         Command::Run { config } => run(config),
     }
 }
