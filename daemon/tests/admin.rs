@@ -460,13 +460,14 @@ fn disks_that_are_not_shingle_or_are_damaged_are_refused_with_exit_2() {
     let out = shingled(&["inspect", p(&junk), "--zones"]);
     assert_eq!(status(&out), 0);
 
-    // A file another admin command holds.
+    // A file another process holds open as a disk (its lock, as the daemon's).
     let locked = path_fresh(&dir, "locked");
     format_new(&locked);
-    let holder = admin::lock_if_file(&locked).unwrap();
+    let options = DiskOptions { zone_size_bytes: ZONE, ..DiskOptions::default() };
+    let holder = Disk::open(&locked, &options).unwrap();
     let out = shingled(&["check", p(&locked)]);
     assert_eq!(status(&out), 2);
-    assert!(text(&out.stderr).contains("locked by another process"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("in use"), "{}", text(&out.stderr));
     drop(holder);
     assert_eq!(status(&shingled(&["check", p(&locked)])), 0);
 
@@ -537,7 +538,7 @@ fn a_disk_the_running_daemon_serves_is_refused_until_it_stops() {
         let out = shingled(&args);
         assert_eq!(status(&out), 2, "{args:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("is open in process") && err.contains("(shingled)"), "{err}");
+        assert!(err.contains("is in use") && err.contains("holds its lock"), "{err}");
     }
     running.stop();
     let out = shingled(&["inspect", p(&disk), "--json"]);

@@ -170,6 +170,11 @@ pub enum Error {
     #[error("unsupported device {path}: {reason}")]
     BadDevice { path: String, reason: String },
 
+    /// Another process (or another open in this one) has the device: a block device opened
+    /// exclusively or mounted, or a file whose lock is held. It is never shared.
+    #[error("{path} is in use: {how}; refusing to share it")]
+    DeviceInUse { path: String, how: &'static str },
+
     /// The reactor is not running on this thread (an op was created outside a core).
     #[error("no ioengine reactor runs on this thread")]
     NoReactor,

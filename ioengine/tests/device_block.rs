@@ -69,7 +69,7 @@ fn run_on_loop(sector_bytes: u32) {
 
     // A second open of the same device is refused (O_EXCL): no two owners.
     let err = Disk::open(&lo.dev, &opts).unwrap_err();
-    assert!(err.to_string().contains("busy"), "{err}");
+    assert!(err.to_string().contains("is in use"), "{err}");
 
     let d = disk.clone();
     core.block_on(async move {

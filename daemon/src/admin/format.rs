@@ -11,7 +11,7 @@ use ioengine::device::{Device, DeviceKind, Disk, DiskOptions};
 use serde::Serialize;
 
 use super::survey::{DeviceInfo, rfc3339_ms};
-use super::{AdminError, FormatArgs, RING_ENTRIES, lock_if_file, open_disk};
+use super::{AdminError, FormatArgs, RING_ENTRIES, open_disk};
 use crate::store::format::{SUPERBLOCK_COPIES, VALUE_BYTES_FORMAT_MAX};
 use crate::store::{self, FormatOptions, StoreError, uuid_hex};
 
@@ -100,7 +100,6 @@ async fn format_disk(
     value_bytes_max: u32,
 ) -> Result<Formatted, AdminError> {
     let path = &args.target.path;
-    let lock = lock_if_file(path)?;
     let options = DiskOptions {
         zone_size_bytes: args.target.zone_size.unwrap_or(config::ZONE_SIZE_DEFAULT).0,
         zone_capacity_bytes: args.target.zone_capacity.map(|c| c.0),
@@ -126,7 +125,6 @@ async fn format_disk(
     }
     let options = FormatOptions { value_bytes_max, checkpoint_zones_per_set: 0 };
     let sb = store::format(&disk, &options, args.force).await?;
-    drop(lock);
     let first = sb.first_data_zone();
     Ok(Formatted {
         path: path.display().to_string(),

@@ -12,11 +12,9 @@
 //! not run (usage, not a shingle disk, disk in use, I/O error, format refused). docs/ADMIN.md
 //! describes the commands and their output.
 //!
-//! Offline means: block devices are opened `O_EXCL` (as the daemon opens them), so a disk the
-//! daemon serves is refused. A regular file is locked with `flock(LOCK_EX | LOCK_NB)` for the
-//! command's duration, which excludes other admin commands; the daemon takes no such lock, so a
-//! file another process has open is looked for in `/proc/*/fd` as `fuser` does (best effort:
-//! without privileges, other users' processes are not visible) and refused.
+//! Offline means: disks are opened as the daemon opens them (`ioengine::device::Disk::open`):
+//! block devices `O_EXCL`, regular files with an exclusive `flock`, held while the fd is open.
+//! So a disk the daemon serves, or another admin command holds, is refused.
 
 mod format;
 mod render;
@@ -160,15 +158,6 @@ pub enum AdminError {
     Usage(String),
     #[error("cannot open {path}: {source}")]
     Open { path: String, source: ioengine::Error },
-    #[error(
-        "{path} is locked by another process (another shingled admin command, or a daemon \
-         that locks its disks): stop it first"
-    )]
-    Locked { path: String },
-    #[error(
-        "{path} is open in process {pid} ({command}): stop it first (the disk must be offline)"
-    )]
-    InUse { path: String, pid: u32, command: String },
     #[error("{what} {path}: {source}")]
     File { what: &'static str, path: String, source: std::io::Error },
     #[error("cannot start an io_uring for the command: {0}")]
@@ -254,14 +243,11 @@ pub fn examine(target: &Target, options: &SurveyOptions) -> Result<Survey, Admin
 pub struct Opened {
     /// The device.
     pub disk: Disk,
-    /// The advisory lock on a regular file (held until dropped).
-    pub lock: Option<File>,
 }
 
 /// Opens an existing disk. For emulated zones without `--zone-size`, the zone size comes from
 /// the superblock (read through a first open that sees the whole device as one zone).
 pub async fn open_existing(target: &Target) -> Result<Opened, AdminError> {
-    let lock = lock_if_file(&target.path)?;
     let options = |zone_size_bytes: u64| DiskOptions {
         zone_size_bytes,
         zone_capacity_bytes: target.zone_capacity.map(|c| c.0),
@@ -269,19 +255,19 @@ pub async fn open_existing(target: &Target) -> Result<Opened, AdminError> {
     };
     if let Some(size) = target.zone_size {
         let disk = open_disk(&target.path, &options(size.0))?;
-        return Ok(Opened { disk, lock });
+        return Ok(Opened { disk });
     }
     let whole = probe_zone_bytes(&target.path)?;
     let probe =
         open_disk(&target.path, &DiskOptions { zone_size_bytes: whole, ..DiskOptions::default() })?;
     if probe.geometry().kind == DeviceKind::Zoned {
-        return Ok(Opened { disk: probe, lock });
+        return Ok(Opened { disk: probe });
     }
     // The superblock gives the zone size; a disk that is not shingle's fails here, saying why.
     let superblock = store::read_superblock(&probe).await?;
     drop(probe);
     let disk = open_disk(&target.path, &options(superblock.zone_size_bytes))?;
-    Ok(Opened { disk, lock })
+    Ok(Opened { disk })
 }
 
 /// Opens a device with `Disk::open`, naming the path in errors.
@@ -305,58 +291,4 @@ fn probe_zone_bytes(path: &Path) -> Result<u64, AdminError> {
         )));
     }
     Ok(rounded)
-}
-
-/// Takes an exclusive advisory lock on `path` if it is a regular file (block devices are
-/// opened `O_EXCL` instead). The lock lasts as long as the returned file is open.
-pub fn lock_if_file(path: &Path) -> Result<Option<File>, AdminError> {
-    let is_file = std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false);
-    if !is_file {
-        return Ok(None);
-    }
-    let file = File::open(path).map_err(|source| AdminError::File {
-        what: "cannot open",
-        path: path.display().to_string(),
-        source,
-    })?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => match process_holding(path) {
-            Some((pid, command)) => {
-                Err(AdminError::InUse { path: path.display().to_string(), pid, command })
-            }
-            None => Ok(Some(file)),
-        },
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            Err(AdminError::Locked { path: path.display().to_string() })
-        }
-        Err(errno) => Err(AdminError::File {
-            what: "cannot lock",
-            path: path.display().to_string(),
-            source: errno.into(),
-        }),
-    }
-}
-
-/// Another process that has `path` open, found through `/proc/PID/fd` as `fuser` finds it (the
-/// daemon takes no lock on file-backed disks). Best effort: without privileges, other users'
-/// processes are not visible; this process is not looked at.
-fn process_holding(path: &Path) -> Option<(u32, String)> {
-    let target = std::fs::canonicalize(path).ok()?;
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        let holds =
-            fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target));
-        if holds {
-            let command = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            return Some((pid, command.trim().to_string()));
-        }
-    }
-    None
 }

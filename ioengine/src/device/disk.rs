@@ -90,14 +90,26 @@ impl Disk {
         let name = display_path(path);
         let bad = |reason: String| Error::BadDevice { path: name.clone(), reason };
         let file = open_direct(path, options).map_err(|e| match e.raw_os_error() {
-            Some(libc::EBUSY) => bad("device is busy (mounted, or opened exclusively by another \
-                                      process): refusing to share it"
-                .into()),
+            Some(libc::EBUSY) => Error::DeviceInUse {
+                path: name.clone(),
+                how: "mounted, or opened exclusively by another process",
+            },
             _ => Error::from_io(OpKind::Open, 0, &e),
         })?;
         let st = crate::sys::fstat(&file).map_err(|e| Error::from_io(OpKind::Open, 0, &e))?;
         let (geometry, table) = match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => emulated_file(&file, st.st_size as u64, options).map_err(bad)?,
+            libc::S_IFREG => {
+                // Files have no O_EXCL: an advisory lock keeps a second daemon (or an admin
+                // command) off a file this process serves, for as long as the fd is open.
+                lock_exclusive(&file).map_err(|e| match e.raw_os_error() {
+                    Some(libc::EWOULDBLOCK) => Error::DeviceInUse {
+                        path: name.clone(),
+                        how: "another process (a daemon, an admin command) holds its lock",
+                    },
+                    _ => Error::from_io(OpKind::Open, 0, &e),
+                })?;
+                emulated_file(&file, st.st_size as u64, options).map_err(bad)?
+            }
             libc::S_IFBLK => {
                 let attrs = sysfs::queue_attrs(st.st_rdev)
                     .map_err(|e| bad(format!("cannot read its sysfs queue attributes: {e}")))?;
@@ -345,6 +357,12 @@ impl Device for Disk {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: released when the last fd of this open file description closes.
+fn lock_exclusive(file: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: flock on an fd this function borrows; no memory is passed.
+    crate::sys::syscall!(flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)).map(|_| ())
 }
 
 fn open_direct(path: &Path, options: &DiskOptions) -> std::io::Result<OwnedFd> {
