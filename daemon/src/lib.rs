@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod store;

@@ -123,6 +123,7 @@ impl<D: Device + 'static> Store<D> {
         }
         self.checkpoint_generation.set(generation);
         self.stats.checkpoints.set(self.stats.checkpoints.get() + 1);
+        self.metrics().checkpoints.increment(1);
         tracing::info!(disk = %self.name, generation, entries = entry_count, bytes = total, clean, "checkpoint written");
         Ok(())
     }

@@ -24,6 +24,8 @@ use std::task::Waker;
 
 use ioengine::device::{Device, ZoneIndex};
 
+use crate::metrics::StoreMetrics;
+
 pub use format::{Checksummed, Key, Location};
 use format::{FormatError, Superblock};
 use index::Index;
@@ -151,6 +153,8 @@ pub struct Stats {
     pub checkpoints: Cell<u64>,
     /// Live bytes of values.
     pub live_value_bytes: Cell<u64>,
+    /// Where the store records its metrics (no-op handles until the server attaches some).
+    metrics: RefCell<StoreMetrics>,
 }
 
 /// One disk's store.
@@ -195,6 +199,23 @@ impl<D: Device + 'static> Store<D> {
         &self.stats
     }
 
+    /// Records batches, syncs, checkpoints and checksum errors into `metrics` from now on
+    /// (`Stats` counts them either way).
+    pub fn attach_metrics(&self, metrics: StoreMetrics) {
+        *self.stats.metrics.borrow_mut() = metrics;
+    }
+
+    /// The metric handles the store records into.
+    fn metrics(&self) -> std::cell::Ref<'_, StoreMetrics> {
+        self.stats.metrics.borrow()
+    }
+
+    /// Counts a record that failed verification on read.
+    fn count_checksum_error(&self) {
+        self.stats.checksum_errors.set(self.stats.checksum_errors.get() + 1);
+        self.metrics().checksum_errors.increment(1);
+    }
+
     /// What recovery found when the store opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
@@ -214,6 +235,11 @@ impl<D: Device + 'static> Store<D> {
     pub fn location_of(&self, key: &Key) -> Option<Location> {
         let candidates = self.index.borrow().candidates(key);
         candidates.exact.or(candidates.by_tag)
+    }
+
+    /// Index entries kept by full key (their tag collides with another key's).
+    pub fn index_overflow_len(&self) -> usize {
+        self.index.borrow().overflow_len()
     }
 
     /// Bytes the index holds on the heap.

@@ -130,7 +130,7 @@ impl<D: Device + 'static> Store<D> {
     fn verify_header(&self, location: Location, bytes: &[u8]) -> StoreResult<RecordHeader> {
         let header =
             format::decode_header(bytes, self.superblock.value_bytes_max).map_err(|detail| {
-                self.stats.checksum_errors.set(self.stats.checksum_errors.get() + 1);
+                self.count_checksum_error();
                 StoreError::Checksum {
                     disk: self.name.clone(),
                     zone: location.zone,
@@ -264,7 +264,7 @@ impl<D: Device + 'static> Store<D> {
             let to = ((chunk + 1) * CHUNK_BYTES).min(value_len as usize);
             let bytes = &value_buf[value_at + from..value_at + to];
             if let Err(detail) = format::verify_chunk(header_bytes, chunk, bytes) {
-                self.stats.checksum_errors.set(self.stats.checksum_errors.get() + 1);
+                self.count_checksum_error();
                 tracing::error!(disk = %self.name, zone = location.zone, offset = location.offset, chunk, %detail, "checksum error");
                 return Err(StoreError::Checksum {
                     disk: self.name.clone(),

@@ -594,7 +594,9 @@ impl<D: Device + 'static> Store<D> {
         let buf = batch.buf;
         // Spawned in order, polled in order: the write reaches the ring before any later batch.
         let sync = self.config.sync;
+        let record_count = info.record_count;
         ioengine::spawn(async move {
+            let started = std::time::Instant::now();
             let flags = match sync {
                 SyncMode::Dsync => WriteFlags::DSYNC,
                 SyncMode::WriteThenFdatasync => WriteFlags::default(),
@@ -606,9 +608,23 @@ impl<D: Device + 'static> Store<D> {
             if result.is_ok() && sync == SyncMode::WriteThenFdatasync {
                 result = store.disk.flush().await;
             }
+            store.count_batch(result.is_ok(), started.elapsed(), record_count, batch_bytes);
             store.complete(&shared, zone, result);
         })
         .detach();
+    }
+
+    /// Records a finished batch write (`took`: the write and, in that mode, the fdatasync).
+    fn count_batch(&self, ok: bool, took: std::time::Duration, records: u32, bytes: usize) {
+        let metrics = self.metrics();
+        if !ok {
+            metrics.batch_write_errors.increment(1);
+            return;
+        }
+        metrics.batches.increment(1);
+        metrics.sync_seconds.record(took.as_secs_f64());
+        metrics.batch_records.record(f64::from(records));
+        metrics.batch_bytes.record(bytes as f64);
     }
 
     /// Finds room for a batch: the active zone, or the next empty zone (finishing the old one).
