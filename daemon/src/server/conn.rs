@@ -35,6 +35,7 @@ use proto::{Disposition, messages::Request, messages::RequestBody};
 use super::CoreServer;
 use super::handler::{Job, PutValue, Reply, ReplyData};
 use super::sync::{self, BudgetGuard, Either};
+use crate::metrics::{DISK_NODE, Protocol, count_request};
 
 /// Bytes of a connection's receive buffer.
 const RX_BYTES: usize = 64 << 10;
@@ -57,6 +58,19 @@ enum End {
     Protocol,
     /// A socket error.
     Error,
+}
+
+impl End {
+    /// The `reason` label of `shingle_connections_closed_total`.
+    fn label(self) -> &'static str {
+        match self {
+            End::Eof => "eof",
+            End::Stop => "stop",
+            End::Timeout => "timeout",
+            End::Protocol => "protocol",
+            End::Error => "error",
+        }
+    }
 }
 
 /// A reply waiting to be sent.
@@ -111,6 +125,7 @@ impl Conn {
         let writer = ioengine::spawn(self.clone().write_loop());
         let end = self.read_loop().await;
         tracing::debug!(connection = self.id, peer = ?self.stream.peer_addr(), ?end, "connection stops reading");
+        self.server.metrics.connection_closed(end.label());
         if end == End::Stop {
             self.notice.set(Some(Status::ShuttingDown));
         }
@@ -199,13 +214,17 @@ impl Conn {
         rx.fill(self, HEADER_BYTES, Wait::Until(deadline)).await?;
         let header = match wire::decode_header(rx.available(), &settings.limits) {
             Ok(Decoded::Ready(header)) => header,
-            Ok(Decoded::NeedMore { .. }) => return Err(End::Protocol),
+            Ok(Decoded::NeedMore { .. }) => {
+                self.server.metrics.protocol_error(Protocol::Closed);
+                return Err(End::Protocol);
+            }
             Err(err) => return self.reject_header(rx, &err, deadline).await,
         };
         rx.consume(HEADER_BYTES);
         let frame = header.context();
         if header.is_response() {
             rx.skip(self, frame.payload_bytes, deadline).await?;
+            self.server.metrics.protocol_error(Protocol::Rejected);
             self.queue_rejection(&frame, Status::BadRequest, "a client sent a response frame");
             return Ok(());
         }
@@ -223,17 +242,21 @@ impl Conn {
         };
         if !self.authenticated.get() && header.opcode != Opcode::Hello {
             rx.skip(self, u64::from(header.data_len), deadline).await?;
+            self.count(&header, Status::Unauthorized);
             self.queue_rejection(&frame, Status::Unauthorized, "authenticate with HELLO first");
             return Ok(());
         }
         let job = match request.body {
             RequestBody::Hello(hello) => {
                 let (reply, close) = self.hello(&hello);
+                count_request(DISK_NODE, Opcode::Hello, reply.body.status());
                 self.queue_reply(&header, reply);
                 return if close { Err(End::Protocol) } else { Ok(()) };
             }
             RequestBody::DiskStatus => {
-                self.queue_reply(&header, self.disk_status(header.disk_id));
+                let reply = self.disk_status(header.disk_id);
+                count_request(DISK_NODE, Opcode::DiskStatus, reply.body.status());
+                self.queue_reply(&header, reply);
                 return Ok(());
             }
             RequestBody::Put(put) => {
@@ -246,6 +269,7 @@ impl Conn {
                         "PUT value checksum mismatch: sent {:#010x}, received bytes have {value_crc:#010x}; nothing stored",
                         put.value_crc32c
                     );
+                    self.count(&header, Status::ChecksumMismatch);
                     self.queue_rejection(&frame, Status::ChecksumMismatch, &message);
                     return Ok(());
                 }
@@ -269,12 +293,14 @@ impl Conn {
     /// Runs a request in its own task; its reply is queued when it finishes.
     fn start(self: &Rc<Self>, header: FrameHeader, (job, budget): (Job, Option<BudgetGuard>)) {
         self.in_flight.set(self.in_flight.get() + 1);
+        self.server.metrics.in_flight.increment(1.0);
         let conn = self.clone();
         ioengine::spawn(async move {
             let reply = conn.server.dispatch(job).await;
             drop(budget);
             conn.queue_reply(&header, reply);
             conn.in_flight.set(conn.in_flight.get() - 1);
+            conn.server.metrics.in_flight.decrement(1.0);
             if let Some(waker) = conn.reader_waker.borrow_mut().take() {
                 waker.wake();
             }
@@ -293,16 +319,19 @@ impl Conn {
         match (err.disposition(), err.frame()) {
             (Disposition::Reply(status), Some(frame)) => {
                 let frame = *frame;
+                self.server.metrics.protocol_error(Protocol::Rejected);
                 rx.consume(HEADER_BYTES);
                 rx.skip(self, frame.payload_bytes, deadline).await?;
                 self.queue_rejection(&frame, status, &err.to_string());
                 Ok(())
             }
             (Disposition::ReplyAndClose(status), Some(frame)) => {
+                self.server.metrics.protocol_error(Protocol::RejectedClosed);
                 self.queue_rejection(frame, status, &err.to_string());
                 Err(End::Protocol)
             }
             _ => {
+                self.server.metrics.protocol_error(Protocol::Closed);
                 tracing::debug!(connection = self.id, peer = ?self.stream.peer_addr(), error = %err, "closing: bad frame");
                 Err(End::Protocol)
             }
@@ -313,15 +342,25 @@ impl Conn {
     fn answer_error(&self, frame: &FrameContext, err: &proto::Error) -> Result<(), End> {
         match err.disposition() {
             Disposition::Reply(status) => {
+                self.server.metrics.protocol_error(Protocol::Rejected);
                 self.queue_rejection(frame, status, &err.to_string());
                 Ok(())
             }
             Disposition::ReplyAndClose(status) => {
+                self.server.metrics.protocol_error(Protocol::RejectedClosed);
                 self.queue_rejection(frame, status, &err.to_string());
                 Err(End::Protocol)
             }
-            Disposition::Close => Err(End::Protocol),
+            Disposition::Close => {
+                self.server.metrics.protocol_error(Protocol::Closed);
+                Err(End::Protocol)
+            }
         }
+    }
+
+    /// Counts a decoded request this connection answers itself with `status`.
+    fn count(&self, header: &FrameHeader, status: Status) {
+        count_request(&self.server.disk_label(header.disk_id), header.opcode, status);
     }
 
     /// HELLO: version, authentication, topology. Returns the reply and whether to close.

@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use ::metrics::Gauge;
 use ioengine::buf::AlignedBuf;
 use ioengine::executor::SendError;
 use proto::messages::{
@@ -17,6 +18,7 @@ use proto::wire::{Key, Status};
 
 use super::sync::{self, BudgetGuard};
 use super::{CoreServer, DISK_QUEUE_MAX, LocalDisk};
+use crate::metrics::{DISK_UNKNOWN, count_request};
 use crate::store::{Checksummed, PutOutcome, ReadValue, StoreError};
 
 /// The store error's status on the wire (docs/PROTOCOL.md, "Statuses").
@@ -123,6 +125,7 @@ impl CoreServer {
     /// Answers `job` on the core that owns its disk, within the request timeout.
     pub(super) async fn dispatch(self: &Rc<Self>, job: Job) -> Reply {
         let Some(slot) = self.directory.disk(job.disk_id) else {
+            count_request(DISK_UNKNOWN, job.body.opcode(), Status::NoSuchDisk);
             return Reply::error(
                 Status::NoSuchDisk,
                 format!("no disk {} on this node", job.disk_id),
@@ -131,7 +134,7 @@ impl CoreServer {
         let owner = slot.core;
         let timeout = self.settings.request_timeout;
         let answer = if owner == self.index {
-            ioengine::time::timeout(timeout, self.execute(job)).await
+            ioengine::time::timeout(timeout, self.execute(job, || false)).await
         } else {
             ioengine::time::timeout(timeout, self.forward(owner, job)).await
         };
@@ -152,11 +155,13 @@ impl CoreServer {
             return Reply::error(Status::Internal, format!("core {owner} does not exist"));
         };
         let (tx, rx) = sync::oneshot::<SentReply>();
+        let (disk_id, op) = (job.disk_id, job.body.opcode());
         let sent = core.send(move || {
             // Runs on the owner's thread, outside any task: start one there.
             let Some(server) = super::current() else { return };
             ioengine::spawn(async move {
-                let reply = server.execute(job).await;
+                // A reply the waiting core gave up on (request timeout) is counted as TIMEOUT.
+                let reply = server.execute(job, || tx.is_abandoned()).await;
                 let data = match &reply.data {
                     ReplyData::None => None,
                     data => Some(data.as_slice().to_vec()),
@@ -165,14 +170,17 @@ impl CoreServer {
             })
             .detach();
         });
-        match sent {
-            Ok(()) => {}
-            Err(SendError::Busy) => {
-                return Reply::error(Status::Busy, format!("core {owner} has a full queue"));
+        let refused = match sent {
+            Ok(()) => {
+                self.metrics.forwarded.increment(1);
+                None
             }
-            Err(SendError::Stopped) => {
-                return Reply::error(Status::ShuttingDown, format!("core {owner} has stopped"));
-            }
+            Err(SendError::Busy) => Some((Status::Busy, "has a full queue")),
+            Err(SendError::Stopped) => Some((Status::ShuttingDown, "has stopped")),
+        };
+        if let Some((status, why)) = refused {
+            count_request(&self.disk_label(disk_id), op, status);
+            return Reply::error(status, format!("core {owner} {why}"));
         }
         match rx.recv().await {
             Some(SentReply { body, data: Some(bytes) }) => {
@@ -181,14 +189,19 @@ impl CoreServer {
             }
             Some(SentReply { body, data: None }) => Reply::ok(body),
             None => {
+                count_request(&self.disk_label(disk_id), op, Status::ShuttingDown);
                 Reply::error(Status::ShuttingDown, format!("core {owner} stopped before answering"))
             }
         }
     }
 
-    /// Runs `job` against this core's store.
-    async fn execute(self: &Rc<Self>, job: Job) -> Reply {
+    /// Runs `job` against this core's store and counts it in the disk's metrics, with its
+    /// status, or TIMEOUT if the request timeout cancelled it or `abandoned` says the waiting
+    /// core gave up on the reply.
+    async fn execute(self: &Rc<Self>, job: Job, abandoned: impl Fn() -> bool) -> Reply {
+        let op = job.body.opcode();
         let Some(disk) = self.stores.get(&job.disk_id) else {
+            count_request(&job.disk_id.to_string(), op, Status::DiskFailed);
             return Reply::error(
                 Status::DiskFailed,
                 format!(
@@ -197,14 +210,21 @@ impl CoreServer {
                 ),
             );
         };
+        let record = disk.metrics.start(op);
         if disk.queued.get() >= DISK_QUEUE_MAX {
+            record.finish(Status::Busy, 0);
             return Reply::error(
                 Status::Busy,
                 format!("disk {} has {DISK_QUEUE_MAX} requests queued", job.disk_id),
             );
         }
-        let _queued = Queued::new(&disk.queued);
-        self.execute_on(disk, job).await
+        let _queued = Queued::new(&disk.queued, &disk.metrics.queue_depth);
+        let value_bytes = job.value.as_ref().map_or(0, |v| v.buf.len() as u64);
+        let reply = self.execute_on(disk, job).await;
+        let status = if abandoned() { Status::Timeout } else { reply.body.status() };
+        // A PUT's value in, a GET's data out (the other carries none).
+        record.finish(status, value_bytes + reply.data.as_slice().len() as u64);
+        reply
     }
 
     async fn execute_on(self: &Rc<Self>, disk: &LocalDisk, job: Job) -> Reply {
@@ -300,22 +320,25 @@ impl CoreServer {
         if let Some(slot) = slot {
             slot.publish_counts(&**store);
         }
+        disk.metrics.publish_counts(store.len() as u64, store.stats().live_value_bytes.get());
         reply
     }
 }
 
-/// Counts a request in a disk's queue while it lives.
-struct Queued<'a>(&'a Cell<u32>);
+/// Counts a request in a disk's queue (and its gauge) while it lives.
+struct Queued<'a>(&'a Cell<u32>, &'a Gauge);
 
 impl<'a> Queued<'a> {
-    fn new(counter: &'a Cell<u32>) -> Queued<'a> {
+    fn new(counter: &'a Cell<u32>, gauge: &'a Gauge) -> Queued<'a> {
         counter.set(counter.get() + 1);
-        Queued(counter)
+        gauge.set(f64::from(counter.get()));
+        Queued(counter, gauge)
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
+        self.1.set(f64::from(self.0.get()));
     }
 }

@@ -32,6 +32,7 @@ use proto::auth::Secret;
 use proto::messages::{DiskInfo, DiskState, DiskStatus};
 use proto::wire::Limits;
 
+use crate::metrics::{CoreMetrics, DiskMetrics, DiskStateGauges, StoreMetrics};
 use crate::store::Store;
 pub use handler::status_of;
 use sync::{Budget, Event};
@@ -125,6 +126,7 @@ pub struct DiskSlot {
     live_value_bytes: AtomicU64,
     checksum_errors: AtomicU64,
     uuid: Mutex<[u8; 16]>,
+    state_gauges: DiskStateGauges,
 }
 
 impl DiskSlot {
@@ -137,7 +139,9 @@ impl DiskSlot {
     }
 
     fn set_state(&self, state: DiskState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+        if self.state.swap(state as u8, Ordering::Relaxed) != state as u8 {
+            self.state_gauges.set(state);
+        }
     }
 
     /// Copies the store's counters and state in: O(1), called by the owning core after each
@@ -214,6 +218,7 @@ impl Directory {
                 live_value_bytes: AtomicU64::new(0),
                 checksum_errors: AtomicU64::new(0),
                 uuid: Mutex::new([0; 16]),
+                state_gauges: DiskStateGauges::new(id, DiskState::Failed),
             })
             .collect();
         slots.sort_by_key(|slot| slot.id);
@@ -251,6 +256,7 @@ pub struct CoreServer {
     cores: Arc<[CoreHandle]>,
     stores: HashMap<u16, LocalDisk>,
     budget: Rc<Budget>,
+    metrics: CoreMetrics,
     connections: RefCell<HashMap<u64, Rc<conn::Conn>>>,
     next_connection: Cell<u64>,
     stop: Arc<Event>,
@@ -259,10 +265,11 @@ pub struct CoreServer {
     connections_gone: RefCell<Option<std::task::Waker>>,
 }
 
-/// A store served by this core and its request queue depth.
+/// A store served by this core, its request queue depth and its metrics.
 struct LocalDisk {
     store: Rc<Store<Disk>>,
     queued: Cell<u32>,
+    metrics: Rc<DiskMetrics>,
 }
 
 impl std::fmt::Debug for CoreServer {
@@ -358,10 +365,16 @@ impl CoreServer {
                     slot.publish_counts(&*store);
                     slot.publish_space(&*store);
                 }
-                (id, LocalDisk { store, queued: Cell::new(0) })
+                let metrics = DiskMetrics::new(id);
+                store.attach_metrics(StoreMetrics::new(metrics.disk()));
+                metrics.publish_recovery(store.recovery_report());
+                metrics.publish_counts(store.len() as u64, store.stats().live_value_bytes.get());
+                metrics.publish_space(&*store);
+                (id, LocalDisk { store, queued: Cell::new(0), metrics })
             })
             .collect();
-        let budget = Budget::new(settings.max_in_flight_bytes);
+        let metrics = CoreMetrics::new(index);
+        let budget = Budget::with_gauge(settings.max_in_flight_bytes, metrics.budget_used.clone());
         let server = Rc::new(CoreServer {
             index,
             settings,
@@ -369,6 +382,7 @@ impl CoreServer {
             cores,
             stores,
             budget,
+            metrics,
             connections: RefCell::new(HashMap::new()),
             next_connection: Cell::new(0),
             stop,
@@ -414,6 +428,7 @@ impl CoreServer {
                 if let Some(slot) = self.directory.disk(*id) {
                     slot.publish_space(&*disk.store);
                 }
+                disk.metrics.publish_space(&*disk.store);
             }
             let tick = ioengine::time::sleep(SPACE_PUBLISH_INTERVAL);
             if let sync::Either::Right(()) = sync::race(tick, self.stop.wait()).await {
@@ -455,6 +470,7 @@ impl CoreServer {
             let count = self.directory.connections.fetch_add(1, Ordering::SeqCst) + 1;
             if count > self.settings.max_connections {
                 self.directory.connections.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.refused.increment(1);
                 ioengine::spawn(conn::refuse(stream, self.settings.max_connections)).detach();
                 continue;
             }
@@ -463,12 +479,14 @@ impl CoreServer {
             let conn = conn::Conn::new(id, stream, self.clone());
             self.connections.borrow_mut().insert(id, conn.clone());
             self.live_connections.set(self.live_connections.get() + 1);
+            self.metrics.connections.increment(1.0);
             let server = self.clone();
             ioengine::spawn(async move {
                 conn.run().await;
                 server.connections.borrow_mut().remove(&id);
                 server.directory.connections.fetch_sub(1, Ordering::SeqCst);
                 server.live_connections.set(server.live_connections.get() - 1);
+                server.metrics.connections.decrement(1.0);
                 if server.live_connections.get() == 0 {
                     if let Some(waker) = server.connections_gone.borrow_mut().take() {
                         waker.wake();
@@ -481,5 +499,14 @@ impl CoreServer {
 
     fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The `disk` metric label of a disk id a client sent (bounded: ids this node does not
+    /// have share one label).
+    fn disk_label(&self, id: u16) -> String {
+        match self.directory.disk(id) {
+            Some(_) => id.to_string(),
+            None => crate::metrics::DISK_UNKNOWN.to_string(),
+        }
     }
 }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
+use ::metrics::Gauge;
+
 /// A flag raised once, by any thread, that tasks on any core can wait for.
 #[derive(Debug, Default)]
 pub struct Event {
@@ -81,6 +83,7 @@ struct OneshotState<T> {
     value: Option<T>,
     waker: Option<Waker>,
     sender_gone: bool,
+    receiver_gone: bool,
 }
 
 /// Sends one value to a [`Receiver`], possibly on another core.
@@ -108,11 +111,22 @@ impl<T> std::fmt::Debug for Receiver<T> {
 
 /// A one-shot channel.
 pub fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let state = Arc::new(Mutex::new(OneshotState { value: None, waker: None, sender_gone: false }));
+    let state = Arc::new(Mutex::new(OneshotState {
+        value: None,
+        waker: None,
+        sender_gone: false,
+        receiver_gone: false,
+    }));
     (Sender { state: state.clone() }, Receiver { state })
 }
 
 impl<T> Sender<T> {
+    /// Whether the receiver is gone (its waiter gave up, e.g. at the request timeout): a value
+    /// sent now reaches nobody.
+    pub fn is_abandoned(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).receiver_gone
+    }
+
     /// Delivers `value` and wakes the receiver.
     pub fn send(self, value: T) {
         let waker = {
@@ -136,6 +150,12 @@ impl<T> Drop for Sender<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).receiver_gone = true;
     }
 }
 
@@ -165,6 +185,8 @@ pub struct Budget {
     total: u64,
     used: Cell<u64>,
     waiters: RefCell<VecDeque<Waker>>,
+    /// Shows `used` (a metric).
+    gauge: Gauge,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
@@ -177,7 +199,18 @@ pub struct BudgetGuard {
 impl Budget {
     /// A budget of `total` bytes.
     pub fn new(total: u64) -> Rc<Budget> {
-        Rc::new(Budget { total, used: Cell::new(0), waiters: RefCell::new(VecDeque::new()) })
+        Budget::with_gauge(total, Gauge::noop())
+    }
+
+    /// A budget of `total` bytes whose use `gauge` shows.
+    pub fn with_gauge(total: u64, gauge: Gauge) -> Rc<Budget> {
+        let waiters = RefCell::new(VecDeque::new());
+        Rc::new(Budget { total, used: Cell::new(0), waiters, gauge })
+    }
+
+    fn set_used(&self, used: u64) {
+        self.used.set(used);
+        self.gauge.set(used as f64);
     }
 
     /// Bytes in use.
@@ -191,7 +224,7 @@ impl Budget {
         std::future::poll_fn(|cx| {
             let used = self.used.get();
             if used == 0 || used + bytes <= self.total {
-                self.used.set(used + bytes);
+                self.set_used(used + bytes);
                 return Poll::Ready(());
             }
             self.waiters.borrow_mut().push_back(cx.waker().clone());
@@ -204,7 +237,7 @@ impl Budget {
     /// Takes `bytes` now even if that goes over the budget (for bytes that already exist, such
     /// as a reply from another core); later [`Budget::acquire`] calls wait for them.
     pub fn force(self: &Rc<Self>, bytes: u64) -> BudgetGuard {
-        self.used.set(self.used.get() + bytes);
+        self.set_used(self.used.get() + bytes);
         BudgetGuard { budget: self.clone(), bytes }
     }
 }
@@ -212,7 +245,7 @@ impl Budget {
 impl Drop for BudgetGuard {
     fn drop(&mut self) {
         let budget = &self.budget;
-        budget.used.set(budget.used.get().saturating_sub(self.bytes));
+        budget.set_used(budget.used.get().saturating_sub(self.bytes));
         // Wake every waiter: each re-checks, and the ones that fit go on.
         let waiters = std::mem::take(&mut *budget.waiters.borrow_mut());
         for waker in waiters {
@@ -274,6 +307,10 @@ mod tests {
         let (tx, rx) = oneshot::<u32>();
         drop(tx);
         assert_eq!(core.block_on(rx.recv()), None);
+        let (tx, rx) = oneshot::<u32>();
+        assert!(!tx.is_abandoned());
+        drop(rx);
+        assert!(tx.is_abandoned());
     }
 
     #[test]
