@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the daemon to start or stop.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Ports of one daemon: the main port and two shard ports (base, base + 1).
+/// Ports of one daemon: the main port, two shard ports (base, base + 1) and the metrics port.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub main: u16,
     pub shard_base: u16,
+    pub metrics: u16,
 }
 
-/// Three consecutive free ports, different for every call in this process (tests run in
+/// Four consecutive free ports, different for every call in this process (tests run in
 /// parallel) and, by the process id, likely different from other test processes. They are
 /// below Linux's ephemeral range (32768 and up by default), so no client socket of a parallel
 /// test can be holding one when the daemon restarts.
@@ -29,11 +30,11 @@ pub fn free_ports() -> Ports {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = 10_000 + (std::process::id() % 600) * 30;
     loop {
-        let base = 10_000 + (start - 10_000 + NEXT.fetch_add(3, Ordering::SeqCst)) % 22_000;
-        let ports = [base, base + 1, base + 2].map(|p| p as u16);
+        let base = 10_000 + (start - 10_000 + NEXT.fetch_add(4, Ordering::SeqCst)) % 22_000;
+        let ports = [base, base + 1, base + 2, base + 3].map(|p| p as u16);
         let free = ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok());
         if free {
-            return Ports { main: ports[0], shard_base: ports[1] };
+            return Ports { main: ports[0], shard_base: ports[1], metrics: ports[3] };
         }
     }
 }
@@ -76,6 +77,8 @@ impl Node {
 listen = "127.0.0.1:{main}"
 shard_port_base = {shard_base}
 {extra}
+[metrics]
+listen = "127.0.0.1:{metrics}"
 [runtime]
 cores = [0, 1]
 [[disk]]
@@ -92,6 +95,7 @@ zone_size = "64MiB"
 core = 1
 "#,
             main = ports.main,
+            metrics = ports.metrics,
             extra = options.server_extra,
             dir = dir.path().display(),
         );
@@ -103,6 +107,11 @@ core = 1
     /// The main address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.main))
+    }
+
+    /// The metrics address (`GET /metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.metrics))
     }
 
     /// Starts the daemon and waits until it serves.
