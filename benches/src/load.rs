@@ -146,6 +146,11 @@ pub fn run<S>(
                     .context("starting a load thread")
             })
             .collect();
+        if workers.iter().any(Result::is_err) {
+            // The coordinator waits for every thread to exit or for a failure: this is one.
+            shared.stop.store(true, Ordering::Relaxed);
+            shared.update(|state| state.failed = true);
+        }
         let coordinated = coordinate(&shared, plan.threads, &mut sample);
         shared.stop.store(true, Ordering::Relaxed);
         let mut latency_ns = latency_histogram()?;

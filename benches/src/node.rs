@@ -50,14 +50,24 @@ pub fn shingled_binary(explicit: Option<&Path>) -> Result<PathBuf> {
         return Ok(binary);
     }
     let hint = "build it with `cargo build --release -p shingle-daemon`, or pass --shingled PATH";
-    // target/<profile>/<exe>: the workspace is two folders up.
-    let workspace = dir.parent().and_then(Path::parent).filter(|w| w.join("Cargo.toml").is_file());
+    // target/<profile>/<exe>: the workspace is two folders up; with CARGO_TARGET_DIR elsewhere,
+    // the current folder may be it.
+    let up_two = dir.parent().and_then(Path::parent).map(Path::to_path_buf);
+    let current = std::env::current_dir().ok();
+    let workspace = up_two.into_iter().chain(current).find(|w| w.join("Cargo.toml").is_file());
     let Some(workspace) = workspace else {
         bail!("{} is missing and no workspace is around it: {hint}", binary.display());
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(&cargo);
-    build.current_dir(workspace).args(["build", "-q", "-p", "shingle-daemon", "--bin", "shingled"]);
+    build.current_dir(&workspace).args([
+        "build",
+        "-q",
+        "-p",
+        "shingle-daemon",
+        "--bin",
+        "shingled",
+    ]);
     if dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
     }
