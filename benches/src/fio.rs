@@ -44,6 +44,56 @@ pub fn shell_line(program: &Path, args: &[String]) -> String {
         .join(" ")
 }
 
+/// One timed fio job of a comparison, on a byte range of one file.
+#[derive(Debug, Clone)]
+pub struct TimedJob<'a> {
+    pub name: String,
+    pub file: &'a Path,
+    pub offset_bytes: u64,
+    pub size_bytes: u64,
+    pub rw: &'a str,
+    pub bs_bytes: usize,
+    pub iodepth: usize,
+    /// The job's own options (`--fdatasync=1`, `--blockalign=4096`, ...), after the common ones.
+    pub options: Vec<String>,
+    pub runtime_s: u64,
+    /// The CPU fio's job is pinned to.
+    pub cpu: usize,
+    /// The user's extra arguments, last so that they can override anything.
+    pub extra: &'a [String],
+}
+
+impl TimedJob<'_> {
+    /// The command line: O_DIRECT through io_uring, `--norandommap --randrepeat=0` for random
+    /// jobs, `runtime_s` time-based, JSON output with total-latency (`lat_ns`) percentiles.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--filename={}", self.file.display()),
+            format!("--offset={}", self.offset_bytes),
+            format!("--size={}", self.size_bytes),
+            format!("--rw={}", self.rw),
+            format!("--bs={}", self.bs_bytes),
+            format!("--iodepth={}", self.iodepth),
+            "--direct=1".to_owned(),
+            "--ioengine=io_uring".to_owned(),
+        ];
+        args.extend(self.options.iter().cloned());
+        if self.rw.starts_with("rand") {
+            args.extend(["--norandommap".to_owned(), "--randrepeat=0".to_owned()]);
+        }
+        args.extend([
+            format!("--runtime={}", self.runtime_s),
+            "--time_based".to_owned(),
+            format!("--cpus_allowed={}", self.cpu),
+            "--lat_percentiles=1".to_owned(),
+            "--output-format=json".to_owned(),
+        ]);
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+}
+
 /// Runs fio with `args` (which must include `--output-format=json`) and reads its one job.
 pub fn run_fio(
     fio: &Path,

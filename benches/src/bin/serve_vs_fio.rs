@@ -19,7 +19,9 @@ use clap::{Parser, ValueEnum};
 use proto::client::{Client, ClientOptions};
 use proto::messages::DiskState;
 use serde::Serialize;
-use shingle_benches::fio::{Direction, FioRun, fio_version, run_fio_detailed, shell_line};
+use shingle_benches::fio::{
+    Direction, FioRun, TimedJob, fio_version, run_fio_detailed, shell_line,
+};
 use shingle_benches::load::{self, LoadOutcome, LoadPlan, OpKind, Stop};
 use shingle_benches::measure::{
     CpuSample, DeviceIo, Latency, Measurement, Metrics, median, parse_size_bytes, seed_from_clock,
@@ -890,33 +892,24 @@ fn fio_args(
     file: &Path,
     region: (u64, u64),
 ) -> Vec<String> {
-    let mut args = vec![
-        format!("--name=serve-{kind}-{}", job.label),
-        format!("--filename={}", file.display()),
-        format!("--offset={}", region.0),
-        format!("--size={}", region.1),
-        format!("--rw={}", job.rw),
-        format!("--bs={}", job.bs_bytes),
-        format!("--iodepth={}", job.iodepth),
-        "--direct=1".to_owned(),
-        "--ioengine=io_uring".to_owned(),
-    ];
-    args.extend(job.extra.iter().map(|&arg| arg.to_owned()));
+    let mut options: Vec<String> = job.extra.iter().map(|&arg| arg.to_owned()).collect();
     if job.direction == Direction::Read {
-        args.push("--readonly".to_owned());
+        options.push("--readonly".to_owned());
     }
-    if job.rw.starts_with("rand") {
-        args.extend(["--norandommap".to_owned(), "--randrepeat=0".to_owned()]);
+    TimedJob {
+        name: format!("serve-{kind}-{}", job.label),
+        file,
+        offset_bytes: region.0,
+        size_bytes: region.1,
+        rw: job.rw,
+        bs_bytes: job.bs_bytes,
+        iodepth: job.iodepth,
+        options,
+        runtime_s: settings.runtime_s,
+        cpu: settings.cpu,
+        extra: &settings.fio_extra_args,
     }
-    args.extend([
-        format!("--runtime={}", settings.runtime_s),
-        "--time_based".to_owned(),
-        format!("--cpus_allowed={}", settings.cpu),
-        "--lat_percentiles=1".to_owned(),
-        "--output-format=json".to_owned(),
-    ]);
-    args.extend(settings.fio_extra_args.iter().cloned());
-    args
+    .args()
 }
 
 fn fio_commands(

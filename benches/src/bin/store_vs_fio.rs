@@ -23,7 +23,9 @@ use ioengine::Core;
 use ioengine::buf::AlignedBuf;
 use ioengine::device::{Disk, DiskOptions};
 use serde::Serialize;
-use shingle_benches::fio::{Direction, FioRun, fio_version, run_fio_detailed, shell_line};
+use shingle_benches::fio::{
+    Direction, FioRun, TimedJob, fio_version, run_fio_detailed, shell_line,
+};
 use shingle_benches::measure::{
     CpuSample, DeviceIo, Latency, Measurement, Metrics, XorShift64Star, key_of, latency_histogram,
     median, parse_size_bytes, record_latency, seed_from_clock, ticks_s,
@@ -1344,39 +1346,31 @@ async fn get_reader(
 /// fio's command line for `kind`: the options plus file, size, time, CPU and JSON
 /// output with total-latency percentiles.
 fn fio_args(settings: &Settings, kind: WorkloadKind, job: &FioJob, region: Region) -> Vec<String> {
-    let mut args = vec![
-        if job.label == FIO_REFERENCE {
-            format!("--name=shingle-{kind}")
-        } else {
-            format!("--name=shingle-{kind}-{}", job.label)
-        },
-        format!("--filename={}", settings.file.display()),
-        format!("--offset={}", region.offset_bytes),
-        format!("--size={}", region.size_bytes),
-        format!("--rw={}", job.rw),
-        format!("--bs={}", job.bs_bytes),
-        format!("--iodepth={}", job.iodepth),
-        "--direct=1".to_owned(),
-        "--ioengine=io_uring".to_owned(),
-    ];
+    let mut options = Vec::new();
     if let Some(align) = job.blockalign_bytes {
-        args.push(format!("--blockalign={align}"));
+        options.push(format!("--blockalign={align}"));
     }
     if job.fdatasync {
-        args.push("--fdatasync=1".to_owned());
+        options.push("--fdatasync=1".to_owned());
     }
-    if job.rw.starts_with("rand") {
-        args.extend(["--norandommap".to_owned(), "--randrepeat=0".to_owned()]);
+    TimedJob {
+        name: if job.label == FIO_REFERENCE {
+            format!("shingle-{kind}")
+        } else {
+            format!("shingle-{kind}-{}", job.label)
+        },
+        file: &settings.file,
+        offset_bytes: region.offset_bytes,
+        size_bytes: region.size_bytes,
+        rw: job.rw,
+        bs_bytes: job.bs_bytes,
+        iodepth: job.iodepth,
+        options,
+        runtime_s: settings.runtime_s,
+        cpu: settings.cpu,
+        extra: &settings.fio_extra_args,
     }
-    args.extend([
-        format!("--runtime={}", settings.runtime_s),
-        "--time_based".to_owned(),
-        format!("--cpus_allowed={}", settings.cpu),
-        "--lat_percentiles=1".to_owned(),
-        "--output-format=json".to_owned(),
-    ]);
-    args.extend(settings.fio_extra_args.iter().cloned());
-    args
+    .args()
 }
 
 fn fio_record(run: u64, side: Side, fio: FioRun) -> RunRecord {
