@@ -125,6 +125,10 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .map_err(|errors| anyhow::anyhow!("the config does not fit this host:\n{errors}"))?;
     // Everything that can be refused is refused before a disk is touched.
     let settings = Arc::new(Settings::from_config(&config)?);
+    // The recorder comes before anything that creates metric handles (the directory does);
+    // the exporter's port is bound before any disk is touched.
+    let metrics = shingle_daemon::metrics::install()?;
+    let metrics_server = shingle_daemon::metrics::serve(config.metrics.listen, metrics)?;
     let per_core: Vec<Vec<DiskConfig>> = (0..placement.core_count())
         .map(|core| placement.disks_of(core).map(|i| config.disks[i].clone()).collect())
         .collect();
@@ -192,11 +196,15 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             }
             let stores: Vec<(u16, Rc<Store<Disk>>)> =
                 core_disks.stores.iter().map(|(id, s)| (*id, s.clone())).collect();
+            // The server exists before the core reports: once every core has reported, a
+            // request forwarded to any of them finds its server.
+            let server =
+                CoreServer::new(info.index, settings, directory, info.cores.clone(), core_disks, stop.clone());
             startup.report(info.index, Ok(listeners.shard_addr()));
             if let Either::Left(()) = race(go.wait(), stop.wait()).await {
-                let server =
-                    CoreServer::new(info.index, settings, directory, info.cores.clone(), core_disks, stop);
                 server.serve(listeners).await;
+            } else {
+                server.unregister();
             }
             for (id, store) in stores {
                 match store.close().await {
@@ -265,6 +273,7 @@ fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     if runtime.join().is_err() {
         bail!("a core panicked while stopping");
     }
+    metrics_server.stop();
     tracing::info!("stopped");
     Ok(())
 }
@@ -349,6 +358,29 @@ impl Startup {
     }
 }
 
+/// How long a disk still held by a process that just exited is waited for.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// `Disk::open`, waiting up to [`OPEN_WAIT`] while the disk is in use: a restarted daemon can
+/// find its file's lock (or a block device's exclusive open) still held for a few milliseconds
+/// by the previous process, whose io_uring releases its files from a kernel worker after exit.
+async fn open_waiting(path: &Path, options: &DiskOptions) -> ioengine::Result<Disk> {
+    let deadline = std::time::Instant::now() + OPEN_WAIT;
+    let mut logged = false;
+    loop {
+        match Disk::open(path, options) {
+            Err(ioengine::Error::DeviceInUse { .. }) if std::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::info!(path = %path.display(), "disk in use; waiting for it to be released");
+                    logged = true;
+                }
+                let _ = ioengine::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Opens one configured disk: creates and formats a new file-backed disk, recovers every other.
 async fn open_disk(
     disk: &DiskConfig,
@@ -364,7 +396,8 @@ async fn open_disk(
         create_size_bytes: disk.size.map(|s| s.0),
         fresh: new_file,
     };
-    let device = Disk::open(&disk.path, &options)
+    let device = open_waiting(&disk.path, &options)
+        .await
         .with_context(|| format!("opening {}", disk.path.display()))?;
     let value_bytes_max =
         u32::try_from(defaults.value_bytes_max.0).context("store.value_bytes_max")?;

@@ -160,7 +160,6 @@ fn client(node: &Node, shard_aware: bool) -> Client {
 }
 
 #[test]
-#[ignore = "needs main.rs to call metrics::install and metrics::serve (docs/METRICS.md)"]
 fn counts_what_clients_did_and_passes_promtool() {
     let node = Node::new(&Options::default());
     let running = node.start();
@@ -262,7 +261,6 @@ fn counts_what_clients_did_and_passes_promtool() {
 }
 
 #[test]
-#[ignore = "needs main.rs to call metrics::install and metrics::serve (docs/METRICS.md)"]
 fn scrapes_while_both_cores_serve_clients() {
     let node = Node::new(&Options::default());
     let running = node.start();

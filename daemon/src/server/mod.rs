@@ -437,6 +437,11 @@ impl CoreServer {
         }
     }
 
+    /// Forgets this core's server without serving (the daemon stopped during start-up).
+    pub fn unregister(&self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+
     async fn connections_closed(&self) {
         std::future::poll_fn(|cx| {
             if self.live_connections.get() == 0 {
