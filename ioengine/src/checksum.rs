@@ -64,15 +64,43 @@ pub fn chunk_and_whole_crcs(value: &[u8], out: &mut Vec<u32>) -> u32 {
 }
 
 /// The crc32c of a value of `value_len` bytes from its per-[`CHUNK_BYTES`] chunk crcs.
+///
+/// Appending a whole chunk is `shift(whole) ^ crc`, where `shift` advances a crc over
+/// [`CHUNK_BYTES`] zero bytes: a linear map, applied with four table lookups
+/// ([`shift_one_chunk`]). Only a short last chunk takes the general (slower) combine.
 pub fn combine_chunk_crcs(chunks: &[u32], value_len: usize) -> u32 {
     let mut whole = 0;
     let mut left = value_len;
     for (i, crc) in chunks.iter().enumerate() {
         let len = left.min(CHUNK_BYTES);
         left -= len;
-        whole = if i == 0 { *crc } else { crc32c_combine(whole, *crc, len) };
+        whole = match (i, len) {
+            (0, _) => *crc,
+            (_, CHUNK_BYTES) => shift_one_chunk(whole) ^ *crc,
+            _ => crc32c_combine(whole, *crc, len),
+        };
     }
     whole
+}
+
+/// `crc32c_combine(crc, 0, CHUNK_BYTES)`: the crc advanced over one chunk of zero bytes,
+/// by tables built once from the general combine (the map is linear in the crc's bits).
+fn shift_one_chunk(crc: u32) -> u32 {
+    static TABLES: std::sync::OnceLock<[[u32; 256]; 4]> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        let mut tables = [[0u32; 256]; 4];
+        for (byte, table) in tables.iter_mut().enumerate() {
+            for (value, entry) in table.iter_mut().enumerate() {
+                *entry = crc32c_combine((value as u32) << (8 * byte), 0, CHUNK_BYTES);
+            }
+        }
+        tables
+    });
+    let [b0, b1, b2, b3] = crc.to_le_bytes();
+    tables[0][usize::from(b0)]
+        ^ tables[1][usize::from(b1)]
+        ^ tables[2][usize::from(b2)]
+        ^ tables[3][usize::from(b3)]
 }
 
 /// Bit-at-a-time reference crc32c, for tests only: it is slow (8 loop iterations per byte)

@@ -5,7 +5,7 @@
 //! Everything is little-endian. Decoders are pure functions over bytes from the disk: they
 //! validate and return [`FormatError`], never panic, never allocate more than the input implies.
 
-use ioengine::checksum::{CHUNK_BYTES, crc32c, crc32c_append, crc32c_combine};
+use ioengine::checksum::{CHUNK_BYTES, crc32c, crc32c_append};
 
 /// Current format version. A disk with a newer version is refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -277,17 +277,14 @@ impl<'a> Checksummed<'a> {
     }
 }
 
-/// Writes a record (header, chunk checksums, value) into `out`, which must be exactly
-/// `record_bytes(value.len())` long and zeroed past the value. Returns the whole-value crc.
-/// One pass over the value computes the chunk crcs; the whole-value crc is combined from them.
+/// Writes a record (header, chunk checksums, value, zeroed alignment padding) into `out`,
+/// which must be exactly `record_bytes(value.len())` long; every byte of it is written.
+/// Returns the whole-value crc. One pass over the value computes the chunk crcs; the
+/// whole-value crc is combined from them.
 pub fn encode_record(out: &mut [u8], kind: RecordKind, seq: u64, key: &Key, value: &[u8]) -> u32 {
-    let mut whole = 0u32;
-    for (i, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
-        let crc = crc32c(chunk);
-        put_u32(out, RECORD_HEADER_BYTES + 4 * i, crc);
-        whole = if i == 0 { crc } else { crc32c_combine(whole, crc, chunk.len()) };
-    }
-    encode_record_body(out, kind, seq, key, value, whole)
+    let mut crcs = Vec::new();
+    let checksummed = Checksummed::compute(value, &mut crcs);
+    encode_record_checksummed(out, kind, seq, key, &checksummed)
 }
 
 /// [`encode_record`] with checksums computed before (no pass over the value but the copy).
@@ -318,6 +315,8 @@ fn encode_record_body(
     assert_eq!(out.len(), record_bytes(value_len), "record buffer size");
     let value_start = value_offset(value_len);
     out[value_start..value_start + value.len()].copy_from_slice(value);
+    // Alignment padding (under RECORD_ALIGN_BYTES): the caller's buffer may hold old bytes.
+    out[value_start + value.len()..].fill(0);
     let value_crc = if kind == RecordKind::Padding { 0 } else { whole };
     write_header(out, kind, seq, key, value_len, value_crc);
     value_crc
@@ -697,6 +696,20 @@ mod tests {
             checkpoint_zones_per_set: 1,
             tag_seed: [9; 16],
             value_bytes_max: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn a_record_encoded_over_old_bytes_equals_one_encoded_over_zeroes() {
+        for len in [1usize, 7, 4096, 65_536, 65_537, 200_001] {
+            let value: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+            let size = record_bytes(len as u32);
+            let mut zeroed = vec![0u8; size];
+            let mut dirty = vec![0xA5u8; size];
+            let a = encode_record(&mut zeroed, RecordKind::Block, 9, &[4; 32], &value);
+            let b = encode_record(&mut dirty, RecordKind::Block, 9, &[4; 32], &value);
+            assert_eq!(a, b);
+            assert_eq!(zeroed, dirty, "value length {len}");
         }
     }
 

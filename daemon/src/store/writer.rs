@@ -449,7 +449,8 @@ impl<D: Device + 'static> Store<D> {
         self.writer.next_seq.set(seq + 1);
         let buf = batch.buf.buf();
         let position = buf.len();
-        buf.pad_to(position + record_len);
+        // The record's encoding writes every byte of its span: no zero-fill first.
+        buf.set_len(position + record_len);
         format::encode_record_checksummed(
             &mut buf[position..position + record_len],
             change.kind,
