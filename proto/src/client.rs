@@ -39,6 +39,18 @@
 //! sends one request and returns a [`Pending`] to wait on later, so that a load generator with
 //! few threads can keep many requests in flight; it does not retry.
 //!
+//! # Completion queues
+//!
+//! [`Client::submit_to`] sends a request whose answer goes to a [`CompletionQueue`] instead,
+//! tagged with a number the caller chose. One thread can then keep many requests in flight and
+//! take the answers in the order they arrive ([`CompletionQueue::wait`] returns every answer
+//! that is there, at least one), rather than in the order it sent them; no channel is made per
+//! request, and the reader thread wakes the queue's thread only when it sleeps in `wait`. Each
+//! request still has its deadline: one not answered by then is completed with
+//! [`ClientError::Timeout`] by the next `wait`. Once `submit_to` has returned `Ok`, the request's
+//! outcome, whatever it is, arrives on the queue exactly once. A queue may take requests of
+//! several clients and connections; it is meant for one consuming thread.
+//!
 //! # Retries
 //!
 //! Every operation of the protocol is idempotent, so each convenience method ([`Client::put`],
@@ -72,8 +84,8 @@
 //! a GET whose bytes fail their checksum ([`ClientError::Integrity`]: the bytes are never
 //! returned), a timeout, an authentication failure, or a request that could not be valid.
 
-use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write as _};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, BufReader, IoSlice, Read, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
@@ -297,6 +309,7 @@ const _: () = {
     const fn send<T: Send>() {}
     send_sync::<Client>();
     send::<Pending>();
+    send_sync::<CompletionQueue>();
 };
 
 impl Client {
@@ -469,6 +482,48 @@ impl Client {
         self.check_request(disk, &key, &body, value)?;
         let deadline = Instant::now() + self.options.request_timeout;
         self.connection_for(disk, deadline)?.send(disk, key, body, value, deadline)
+    }
+
+    /// Sends one request whose answer goes to `queue` with `tag` (see the module
+    /// documentation, "Completion queues"). Blocks like [`Client::submit`]; no retries.
+    ///
+    /// An `Err` means nothing was registered: the request is invalid, no connection could be
+    /// opened, or no in-flight slot freed up before the request's deadline; no completion
+    /// follows. After `Ok`, exactly one [`Completion`] with `tag` arrives on `queue`: the
+    /// answer, or the error that ended the request (a failed write, a lost connection, the
+    /// deadline).
+    pub fn submit_to(
+        &self,
+        queue: &CompletionQueue,
+        tag: u64,
+        disk: u16,
+        key: Key,
+        body: RequestBody,
+        value: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.check_request(disk, &key, &body, value)?;
+        let deadline = Instant::now() + self.options.request_timeout;
+        let conn = self.connection_for(disk, deadline)?;
+        let seq = queue.register(tag, deadline, &conn.shared);
+        let sink = Sink::Queue { queue: Arc::clone(&queue.shared), seq };
+        let request_id = match conn.shared.reserve(body.opcode(), disk, key, deadline, sink) {
+            Ok(request_id) => request_id,
+            Err(error) => {
+                queue.unregister(seq);
+                return Err(error);
+            }
+        };
+        queue.set_request_id(seq, request_id);
+        let request = Request { request_id, disk_id: disk, key, body };
+        if let Err(error) = conn.write(&request, value) {
+            // This request fails with the write's own error, the others on the connection with
+            // Disconnected. If the reader thread's kill took it first, it has its completion.
+            if let Some(waiter) = conn.shared.take(request_id) {
+                waiter.answer.send(Err(error));
+            }
+            conn.shared.kill(&Ending::Lost);
+        }
+        Ok(())
     }
 
     /// One call with retries; see [`Client::call_tracked`].
@@ -744,6 +799,8 @@ struct State {
     waiters: HashMap<u32, Waiter>,
     /// The last request id handed out.
     last_request_id: u32,
+    /// Senders waiting in `reserve` for a slot.
+    slot_waiters: usize,
     /// The connection is lost: nothing more is sent on it, and `waiters` is empty.
     dead: bool,
 }
@@ -751,10 +808,27 @@ struct State {
 /// Where the answer to one request goes, and what it must repeat.
 #[derive(Debug)]
 struct Waiter {
-    answer: mpsc::SyncSender<Result<Reply, ClientError>>,
+    answer: Sink,
     opcode: Opcode,
     disk_id: u16,
     key: Key,
+}
+
+/// The way to a request's submitter: its [`Pending`]'s channel, or a [`CompletionQueue`].
+#[derive(Debug)]
+enum Sink {
+    Pending(mpsc::SyncSender<Result<Reply, ClientError>>),
+    Queue { queue: Arc<QueueShared>, seq: u64 },
+}
+
+impl Sink {
+    fn send(self, answer: Result<Reply, ClientError>) {
+        match self {
+            // The receiver is gone if the caller dropped its Pending: nothing to do.
+            Sink::Pending(sender) => drop(sender.send(answer)),
+            Sink::Queue { queue, seq } => queue.complete(seq, answer),
+        }
+    }
 }
 
 impl Drop for Conn {
@@ -805,6 +879,7 @@ fn open(
         state: Mutex::new(State {
             waiters: HashMap::new(),
             last_request_id: HELLO_AUTH_REQUEST_ID,
+            slot_waiters: 0,
             dead: false,
         }),
         slot_freed: Condvar::new(),
@@ -836,8 +911,9 @@ impl Conn {
         value: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Pending, ClientError> {
-        let opcode = body.opcode();
-        let (request_id, answer) = self.shared.reserve(opcode, disk_id, key, deadline)?;
+        let (sender, answer) = mpsc::sync_channel(1);
+        let request_id =
+            self.shared.reserve(body.opcode(), disk_id, key, deadline, Sink::Pending(sender))?;
         let pending = Pending {
             shared: Arc::clone(&self.shared),
             request_id,
@@ -846,28 +922,44 @@ impl Conn {
             finished: false,
         };
         let request = Request { request_id, disk_id, key, body };
-        let written = {
-            let mut writer = lock(&self.writer);
-            let Writer { stream, buf } = &mut *writer;
-            buf.clear();
-            request.encode(buf);
-            let mut result = stream.write_all(buf);
-            if let (Ok(()), Some(value)) = (&result, value) {
-                result = stream.write_all(value);
-            }
-            if result.is_err() {
-                // A frame may be half written: nothing more can be sent on this stream. The
-                // reader thread sees the shutdown and fails what is in flight.
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            result
-        };
-        if let Err(err) = written {
+        if let Err(error) = self.write(&request, value) {
             self.shared.kill(&Ending::Lost);
-            return Err(ClientError::io(format!("sending a request to {}", self.peer), err));
+            return Err(error);
         }
         Ok(pending)
     }
+
+    /// Writes one request frame and its value with one `writev` (usually one system call). On
+    /// failure the stream is shut down, since a frame may be half written; the caller fails
+    /// the requests in flight.
+    fn write(&self, request: &Request, value: Option<&[u8]>) -> Result<(), ClientError> {
+        let mut writer = lock(&self.writer);
+        let Writer { stream, buf } = &mut *writer;
+        buf.clear();
+        request.encode(buf);
+        let mut slices = [IoSlice::new(buf), IoSlice::new(value.unwrap_or_default())];
+        let result = write_all_vectored(stream, &mut slices);
+        if let Err(err) = result {
+            // Nothing more can be sent on this stream. The reader thread sees the shutdown.
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(ClientError::io(format!("sending a request to {}", self.peer), err));
+        }
+        Ok(())
+    }
+}
+
+/// `write_all` over several buffers (`Write::write_all_vectored` is not stable yet).
+fn write_all_vectored(w: &mut impl io::Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match w.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 impl Shared {
@@ -883,7 +975,8 @@ impl Shared {
         disk_id: u16,
         key: Key,
         deadline: Instant,
-    ) -> Result<(u32, mpsc::Receiver<Result<Reply, ClientError>>), ClientError> {
+        answer: Sink,
+    ) -> Result<u32, ClientError> {
         let mut state = lock(&self.state);
         loop {
             if state.dead {
@@ -893,8 +986,10 @@ impl Shared {
                 break;
             }
             let left = remaining(deadline)?;
+            state.slot_waiters += 1;
             state =
                 self.slot_freed.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
+            state.slot_waiters -= 1;
         }
         let mut request_id = state.last_request_id;
         loop {
@@ -904,9 +999,8 @@ impl Shared {
             }
         }
         state.last_request_id = request_id;
-        let (answer, receiver) = mpsc::sync_channel(1);
         state.waiters.insert(request_id, Waiter { answer, opcode, disk_id, key });
-        Ok((request_id, receiver))
+        Ok(request_id)
     }
 
     /// Hands a response to its request. A response nobody waits for (its request timed out)
@@ -929,21 +1023,25 @@ impl Shared {
         } else {
             Ok(Reply { response, data })
         };
-        // The receiver is gone if the caller dropped its Pending: nothing to do.
-        let _ = waiter.answer.send(answer);
+        waiter.answer.send(answer);
     }
 
     /// Fails one request.
     fn fail(&self, request_id: u32, error: ClientError) {
         if let Some(waiter) = self.take(request_id) {
-            let _ = waiter.answer.send(Err(error));
+            waiter.answer.send(Err(error));
         }
     }
 
     /// Removes a request from the in-flight set (answered, failed, timed out or abandoned).
+    /// Wakes the senders waiting for a slot, if any (a wake-up is a system call: not made per
+    /// response when nobody waits).
     fn take(&self, request_id: u32) -> Option<Waiter> {
-        let waiter = lock(&self.state).waiters.remove(&request_id);
-        if waiter.is_some() {
+        let mut state = lock(&self.state);
+        let waiter = state.waiters.remove(&request_id);
+        let wake = waiter.is_some() && state.slot_waiters > 0;
+        drop(state);
+        if wake {
             self.slot_freed.notify_all();
         }
         waiter
@@ -958,7 +1056,7 @@ impl Shared {
         };
         self.slot_freed.notify_all();
         for waiter in waiters {
-            let _ = waiter.answer.send(Err(ending.error()));
+            waiter.answer.send(Err(ending.error()));
         }
     }
 }
@@ -1045,6 +1143,172 @@ fn check_reply(reply: Reply) -> Result<Reply, ClientError> {
             ))),
         },
         _ => Ok(reply),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completion queues
+
+/// Where the answers of requests sent with [`Client::submit_to`] arrive, in the order they
+/// arrive. Cheap to clone (clones share the queue); meant for one consuming thread. See the
+/// module documentation, "Completion queues".
+#[derive(Debug, Clone, Default)]
+pub struct CompletionQueue {
+    shared: Arc<QueueShared>,
+}
+
+/// The answer to one request of a [`CompletionQueue`].
+#[derive(Debug)]
+pub struct Completion {
+    /// The tag given to [`Client::submit_to`].
+    pub tag: u64,
+    /// The answer, as [`Pending::wait`] would give it: an error status is
+    /// [`ClientError::Status`], GET bytes that fail their checksum [`ClientError::Integrity`].
+    pub result: Result<Reply, ClientError>,
+}
+
+#[derive(Debug, Default)]
+struct QueueShared {
+    state: Mutex<QueueState>,
+    /// Signalled when a completion arrives while the consumer sleeps in `wait`.
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Answers not yet taken, unchecked (`check_reply` runs in the consumer's thread).
+    done: VecDeque<(u64, Result<Reply, ClientError>)>,
+    /// Requests submitted and not yet completed, by submission number. Every request has the
+    /// same timeout, so the first one has the earliest deadline.
+    outstanding: BTreeMap<u64, Outstanding>,
+    next_seq: u64,
+    /// The consumer sleeps in `wait` and must be woken.
+    sleeping: bool,
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    tag: u64,
+    deadline: Instant,
+    shared: Arc<Shared>,
+    /// [`REQUEST_ID_NOTICE`] until the connection has handed out the id.
+    request_id: u32,
+}
+
+impl CompletionQueue {
+    pub fn new() -> CompletionQueue {
+        CompletionQueue::default()
+    }
+
+    /// Requests submitted whose completion has not been taken yet.
+    pub fn len(&self) -> usize {
+        let state = lock(&self.shared.state);
+        state.outstanding.len() + state.done.len()
+    }
+
+    /// Whether no request is outstanding and no completion waits to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves every completion that has arrived into `out`, waiting up to `timeout` for the
+    /// first one; returns how many it moved. Returns 0 at once when nothing is outstanding.
+    /// Requests past their deadline are completed with [`ClientError::Timeout`] here.
+    pub fn wait(&self, out: &mut Vec<Completion>, timeout: Duration) -> usize {
+        let give_up = Instant::now() + timeout;
+        let mut state = lock(&self.shared.state);
+        loop {
+            if !state.done.is_empty() || state.outstanding.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let first_deadline = state.outstanding.values().next().map(|o| o.deadline);
+            if first_deadline.is_some_and(|deadline| deadline <= now) {
+                drop(state);
+                self.expire(now);
+                state = lock(&self.shared.state);
+                continue;
+            }
+            if now >= give_up {
+                break;
+            }
+            let until = first_deadline.map_or(give_up, |deadline| deadline.min(give_up));
+            state.sleeping = true;
+            state = self
+                .shared
+                .ready
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            state.sleeping = false;
+        }
+        let taken: Vec<_> = state.done.drain(..).collect();
+        drop(state);
+        let count = taken.len();
+        out.extend(
+            taken
+                .into_iter()
+                .map(|(tag, answer)| Completion { tag, result: answer.and_then(check_reply) }),
+        );
+        count
+    }
+
+    /// Completes the requests whose deadline has passed with [`ClientError::Timeout`].
+    fn expire(&self, now: Instant) {
+        let expired: Vec<(Arc<Shared>, u32)> = lock(&self.shared.state)
+            .outstanding
+            .values()
+            .take_while(|o| o.deadline <= now)
+            .map(|o| (Arc::clone(&o.shared), o.request_id))
+            .collect();
+        // Outside the queue's lock: a connection's lock is never taken inside it. A request the
+        // connection no longer holds is being completed by its reader thread right now.
+        for (shared, request_id) in expired {
+            if let Some(waiter) = shared.take(request_id) {
+                waiter.answer.send(Err(ClientError::Timeout));
+            }
+        }
+    }
+
+    /// Registers a request about to be reserved on a connection; returns its number.
+    fn register(&self, tag: u64, deadline: Instant, shared: &Arc<Shared>) -> u64 {
+        let mut state = lock(&self.shared.state);
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let outstanding = Outstanding {
+            tag,
+            deadline,
+            shared: Arc::clone(shared),
+            request_id: REQUEST_ID_NOTICE,
+        };
+        state.outstanding.insert(seq, outstanding);
+        seq
+    }
+
+    fn set_request_id(&self, seq: u64, request_id: u32) {
+        if let Some(outstanding) = lock(&self.shared.state).outstanding.get_mut(&seq) {
+            outstanding.request_id = request_id;
+        }
+    }
+
+    /// Forgets a request that was never sent.
+    fn unregister(&self, seq: u64) {
+        lock(&self.shared.state).outstanding.remove(&seq);
+    }
+}
+
+impl QueueShared {
+    /// Queues the answer of request `seq`; wakes the consumer if it sleeps. A request already
+    /// completed (by its deadline) is not completed twice.
+    fn complete(&self, seq: u64, answer: Result<Reply, ClientError>) {
+        let mut state = lock(&self.state);
+        let Some(outstanding) = state.outstanding.remove(&seq) else { return };
+        state.done.push_back((outstanding.tag, answer));
+        let wake = state.sleeping;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
     }
 }
 

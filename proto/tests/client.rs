@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fake::{Fake, Store, Topology, disk, key};
 use proto::auth::Secret;
-use proto::client::{Client, ClientError, ClientOptions};
+use proto::client::{Client, ClientError, ClientOptions, CompletionQueue};
 use proto::messages::{
     ByteRange, Capabilities, GetResponse, HelloRequest, PutOutcome, PutRequest, RequestBody,
     ResponseBody,
@@ -190,6 +190,97 @@ fn submit_keeps_many_requests_in_flight_from_one_thread() {
         assert_eq!(reply.response.key, key(n as u8));
         assert!(matches!(reply.response.body, ResponseBody::Stat(stat) if stat.value_len == 1));
     }
+}
+
+#[test]
+fn a_completion_queue_takes_answers_in_the_order_they_arrive() {
+    let store = Arc::new(Store::default());
+    for n in 0..20 {
+        store.insert(1, key(n), &[n; 3]);
+    }
+    let topology = Topology::two_disks();
+    let fake_store = Arc::clone(&store);
+    let fake = Fake::start(move |mut conn| {
+        assert!(conn.handshake(&topology));
+        let requests: Vec<_> = (0..20).map(|_| conn.recv().unwrap()).collect();
+        for (request, data) in requests.iter().rev() {
+            conn.answer(&topology, &fake_store, request, data);
+        }
+    });
+    let client = connect(&fake);
+    let queue = CompletionQueue::new();
+    let mut out = Vec::new();
+    assert_eq!(queue.wait(&mut out, Duration::from_secs(5)), 0, "nothing outstanding");
+    for n in 0..20u8 {
+        let get = RequestBody::Get(proto::messages::GetRequest { range: None });
+        client.submit_to(&queue, 100 + u64::from(n), 1, key(n), get, None).unwrap();
+    }
+    assert_eq!(queue.len(), 20);
+    while out.len() < 20 {
+        queue.wait(&mut out, Duration::from_secs(30));
+    }
+    let tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
+    assert_eq!(tags, (100..120).rev().collect::<Vec<_>>(), "the node answered last-first");
+    for completion in out {
+        let n = (completion.tag - 100) as u8;
+        let reply = completion.result.unwrap();
+        assert_eq!((reply.response.key, reply.data), (key(n), vec![n; 3]));
+    }
+    assert!(queue.is_empty());
+    assert_eq!(queue.wait(&mut Vec::new(), Duration::from_secs(5)), 0);
+}
+
+#[test]
+fn a_completion_queue_times_requests_out_and_fails_them_when_the_connection_is_lost() {
+    let topology = Topology::two_disks();
+    let (close, closed) = mpsc::channel::<()>();
+    let closed = Mutex::new(closed);
+    let fake = Fake::start(move |mut conn| {
+        assert!(conn.handshake(&topology));
+        // Never answers; closes the connection when told.
+        let _ = closed.lock().unwrap().recv();
+        drop(conn);
+    });
+    let client = Client::connect(
+        fake.addr,
+        ClientOptions { request_timeout: Duration::from_millis(300), ..options() },
+    )
+    .unwrap();
+    let queue = CompletionQueue::new();
+    client.submit_to(&queue, 7, 0, key(1), RequestBody::Exists, None).unwrap();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while out.is_empty() {
+        queue.wait(&mut out, Duration::from_secs(30));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out[0].tag, 7);
+    assert!(matches!(out[0].result, Err(ClientError::Timeout)), "{:?}", out[0].result);
+
+    let client = Client::connect(fake.addr, options()).unwrap();
+    for tag in 0..3 {
+        client.submit_to(&queue, tag, 0, key(1), RequestBody::Exists, None).unwrap();
+    }
+    close.send(()).unwrap();
+    close.send(()).unwrap();
+    let mut out = Vec::new();
+    while out.len() < 3 {
+        queue.wait(&mut out, Duration::from_secs(30));
+    }
+    for completion in &out {
+        assert!(matches!(completion.result, Err(ClientError::Disconnected)), "{completion:?}");
+    }
+}
+
+#[test]
+fn a_completion_queue_gets_nothing_for_a_request_refused_before_sending() {
+    let fake = Fake::serving(Topology::two_disks(), Arc::new(Store::default()));
+    let client = connect(&fake);
+    let queue = CompletionQueue::new();
+    let err = client.submit_to(&queue, 1, 9, key(1), RequestBody::Stat, None).unwrap_err();
+    assert!(matches!(err, ClientError::NoSuchDisk(9)), "{err}");
+    assert!(queue.is_empty());
+    assert_eq!(queue.wait(&mut Vec::new(), Duration::from_secs(5)), 0);
 }
 
 #[test]
