@@ -382,6 +382,11 @@ pub(crate) fn current_reactor() -> Result<Rc<Reactor>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|local| local.reactor.clone())).ok_or(Error::NoReactor)
 }
 
+/// An id of the core running on this thread, unique in the process (0 outside a core).
+pub(crate) fn current_core_id() -> u64 {
+    CURRENT_ID.with(Cell::get)
+}
+
 /// The priority of the task being polled (foreground outside tasks).
 pub fn current_priority() -> Priority {
     CURRENT_PRIORITY.get()

@@ -192,7 +192,7 @@ impl Conn {
             *self.reader_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         });
-        match sync::race(slot, self.server.stop.wait()).await {
+        match sync::race(slot, self.server.stopping.wait()).await {
             Either::Left(()) => Ok(()),
             Either::Right(()) => Err(End::Stop),
         }
@@ -507,8 +507,10 @@ impl Conn {
             }
             // A client that stops reading its answers is cut off after the request timeout.
             let limit = self.server.settings().request_timeout;
-            let send =
-                ioengine::time::timeout(limit, self.stream.send_all(std::mem::take(&mut batch)));
+            let send = ioengine::time::timeout_coarse(
+                limit,
+                self.stream.send_all(std::mem::take(&mut batch)),
+            );
             let Ok((res, back)) = send.await else {
                 self.give_up_writing("the client did not read its answers");
                 break;
@@ -521,7 +523,7 @@ impl Conn {
                 break;
             }
             if let Some(item) = large {
-                match ioengine::time::timeout(limit, self.send_data(item.data)).await {
+                match ioengine::time::timeout_coarse(limit, self.send_data(item.data)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         self.aborted.set(true);
@@ -641,8 +643,8 @@ impl RxBuf {
                 Wait::Idle(idle) => idle,
                 Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
             };
-            let recv = ioengine::time::timeout(limit, conn.stream.recv(buf, offset));
-            let (res, buf) = match sync::race(recv, conn.server.stop.wait()).await {
+            let recv = ioengine::time::timeout_coarse(limit, conn.stream.recv(buf, offset));
+            let (res, buf) = match sync::race(recv, conn.server.stopping.wait()).await {
                 Either::Left(Ok(received)) => received,
                 Either::Left(Err(_)) => return Err(End::Timeout),
                 Either::Right(()) => return Err(End::Stop),
@@ -685,9 +687,11 @@ impl RxBuf {
         while value.len() < len {
             let offset = value.len();
             let limit = deadline.saturating_duration_since(Instant::now());
-            let recv =
-                ioengine::time::timeout(limit, conn.stream.recv_range(value, offset, len - offset));
-            let (res, back) = match sync::race(recv, conn.server.stop.wait()).await {
+            let recv = ioengine::time::timeout_coarse(
+                limit,
+                conn.stream.recv_range(value, offset, len - offset),
+            );
+            let (res, back) = match sync::race(recv, conn.server.stopping.wait()).await {
                 Either::Left(Ok(received)) => received,
                 Either::Left(Err(_)) => return Err(End::Timeout),
                 Either::Right(()) => return Err(End::Stop),

@@ -134,9 +134,9 @@ impl CoreServer {
         let owner = slot.core;
         let timeout = self.settings.request_timeout;
         let answer = if owner == self.index {
-            ioengine::time::timeout(timeout, self.execute(job, || false)).await
+            ioengine::time::timeout_coarse(timeout, self.execute(job, || false)).await
         } else {
-            ioengine::time::timeout(timeout, self.forward(owner, job)).await
+            ioengine::time::timeout_coarse(timeout, self.forward(owner, job)).await
         };
         answer.unwrap_or_else(|_| {
             Reply::error(

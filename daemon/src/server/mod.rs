@@ -260,6 +260,8 @@ pub struct CoreServer {
     connections: RefCell<HashMap<u64, Rc<conn::Conn>>>,
     next_connection: Cell<u64>,
     stop: Arc<Event>,
+    /// `stop`, relayed to this core's tasks (which wait on it once per receive).
+    stopping: sync::LocalEvent,
     /// Connection tasks still running (the stop waits for them).
     live_connections: Cell<usize>,
     connections_gone: RefCell<Option<std::task::Waker>>,
@@ -386,6 +388,7 @@ impl CoreServer {
             connections: RefCell::new(HashMap::new()),
             next_connection: Cell::new(0),
             stop,
+            stopping: sync::LocalEvent::default(),
             live_connections: Cell::new(0),
             connections_gone: RefCell::new(None),
         });
@@ -396,6 +399,12 @@ impl CoreServer {
     /// Accepts on `listeners` until the stop event, then lets open connections finish what
     /// they have in flight (at most [`STOP_GRACE`]), tells them SHUTTING_DOWN and closes them.
     pub async fn serve(self: &Rc<Self>, listeners: Listeners) {
+        let relay = self.clone();
+        ioengine::spawn(async move {
+            relay.stop.wait().await;
+            relay.stopping.raise();
+        })
+        .detach();
         let publisher = ioengine::spawn_background(self.clone().publish_space_loop());
         let mut accepts = vec![ioengine::spawn(self.clone().accept_loop(listeners.main))];
         if let Some(shard) = listeners.shard {
@@ -431,7 +440,7 @@ impl CoreServer {
                 disk.metrics.publish_space(&*disk.store);
             }
             let tick = ioengine::time::sleep(SPACE_PUBLISH_INTERVAL);
-            if let sync::Either::Right(()) = sync::race(tick, self.stop.wait()).await {
+            if let sync::Either::Right(()) = sync::race(tick, self.stopping.wait()).await {
                 return;
             }
         }
@@ -456,7 +465,7 @@ impl CoreServer {
     async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
         let mut last_error_log: Option<std::time::Instant> = None;
         loop {
-            let accepted = match sync::race(listener.accept(), self.stop.wait()).await {
+            let accepted = match sync::race(listener.accept(), self.stopping.wait()).await {
                 sync::Either::Left(accepted) => accepted,
                 sync::Either::Right(()) => return,
             };

@@ -53,6 +53,88 @@ impl Event {
     }
 }
 
+/// A flag for the tasks of one core, raised once. Unlike [`Event`], a waiter that goes away
+/// takes its waker with it, so the many short waits of a busy core (one per receive) leave
+/// nothing behind.
+#[derive(Debug, Default)]
+pub struct LocalEvent {
+    raised: Cell<bool>,
+    waiters: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl LocalEvent {
+    /// Raises the flag and wakes every waiter.
+    pub fn raise(&self) {
+        self.raised.set(true);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        self.free.borrow_mut().clear();
+        for waker in waiters.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.get()
+    }
+
+    /// Waits until the flag is raised.
+    pub fn wait(&self) -> LocalWait<'_> {
+        LocalWait { event: self, slot: None }
+    }
+}
+
+/// The future of [`LocalEvent::wait`].
+#[derive(Debug)]
+pub struct LocalWait<'a> {
+    event: &'a LocalEvent,
+    slot: Option<usize>,
+}
+
+impl Future for LocalWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let event = self.event;
+        if event.raised.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = event.waiters.borrow_mut();
+        match self.slot {
+            Some(slot) if slot < waiters.len() => waiters[slot] = Some(cx.waker().clone()),
+            _ => {
+                let slot = match event.free.borrow_mut().pop() {
+                    Some(slot) => {
+                        waiters[slot] = Some(cx.waker().clone());
+                        slot
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                drop(waiters);
+                self.slot = Some(slot);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for LocalWait<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else { return };
+        if self.event.raised.get() {
+            return;
+        }
+        if let Some(waker) = self.event.waiters.borrow_mut().get_mut(slot) {
+            *waker = None;
+            self.event.free.borrow_mut().push(slot);
+        }
+    }
+}
+
 /// Which of two raced futures finished first.
 #[derive(Debug)]
 pub enum Either<A, B> {
@@ -311,6 +393,29 @@ mod tests {
         assert!(!tx.is_abandoned());
         drop(rx);
         assert!(tx.is_abandoned());
+    }
+
+    #[test]
+    fn local_event_waiters_leave_nothing_behind_and_all_wake_on_raise() {
+        let core = Core::new(8).unwrap();
+        core.block_on(async {
+            let event = Rc::new(LocalEvent::default());
+            for _ in 0..1000 {
+                let wait = event.wait();
+                let quick = race(wait, std::future::ready(()));
+                assert!(matches!(quick.await, Either::Right(())));
+            }
+            assert!(event.waiters.borrow().iter().all(Option::is_none));
+            assert!(event.waiters.borrow().len() <= 1, "slots are reused");
+            let (a, b) = (event.clone(), event.clone());
+            let first = ioengine::spawn(async move { a.wait().await });
+            let second = ioengine::spawn(async move { b.wait().await });
+            ioengine::yield_now().await;
+            event.raise();
+            first.await;
+            second.await;
+            assert!(event.is_raised());
+        });
     }
 
     #[test]
