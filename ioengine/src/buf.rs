@@ -91,6 +91,21 @@ unsafe impl<B: IoBuf> IoBuf for Rc<B> {
     }
 }
 
+/// Bytes of recycled buffers a thread keeps for [`AlignedBuf::reuse_or_new`].
+pub const RECYCLED_BYTES_MAX: usize = 32 << 20;
+/// Recycled buffers a thread keeps at most.
+pub const RECYCLED_BUFFERS_MAX: usize = 64;
+
+#[derive(Default)]
+struct Recycled {
+    buffers: Vec<AlignedBuf>,
+    bytes: usize,
+}
+
+thread_local! {
+    static RECYCLED: std::cell::RefCell<Recycled> = std::cell::RefCell::new(Recycled::default());
+}
+
 /// A heap buffer whose start and capacity are multiples of an alignment (the device's logical
 /// block size for O_DIRECT, or 4096). Zeroed at allocation.
 pub struct AlignedBuf {
@@ -112,6 +127,55 @@ impl AlignedBuf {
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
         AlignedBuf { ptr, len: 0, capacity, align, owned: true }
+    }
+
+    /// A buffer of at least `capacity` bytes aligned to `align`, taken from this thread's
+    /// cache of recycled buffers ([`AlignedBuf::recycle`]) when one fits, else new. A recycled
+    /// buffer is not zero-filled again: it holds its earlier bytes (initialised memory; the
+    /// length starts at 0 either way). For buffers filled right away, such as a received value.
+    pub fn reuse_or_new(capacity: usize, align: usize) -> AlignedBuf {
+        let wanted = capacity.max(1).next_multiple_of(align);
+        let found = RECYCLED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            // Best fit among buffers no more than twice the size.
+            let index = cache
+                .buffers
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| {
+                    b.align == align && b.capacity >= wanted && b.capacity <= 2 * wanted
+                })
+                .min_by_key(|(_, b)| b.capacity)
+                .map(|(i, _)| i)?;
+            let buf = cache.buffers.swap_remove(index);
+            cache.bytes -= buf.capacity;
+            Some(buf)
+        });
+        match found {
+            Some(mut buf) => {
+                buf.len = 0;
+                buf
+            }
+            None => AlignedBuf::new(capacity, align),
+        }
+    }
+
+    /// Keeps the buffer in this thread's cache for [`AlignedBuf::reuse_or_new`], up to
+    /// [`RECYCLED_BYTES_MAX`] bytes and [`RECYCLED_BUFFERS_MAX`] buffers per thread; beyond
+    /// that (or for a pool's buffer) it is dropped.
+    pub fn recycle(self) {
+        if !self.owned || self.capacity > RECYCLED_BYTES_MAX {
+            return;
+        }
+        RECYCLED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.buffers.len() < RECYCLED_BUFFERS_MAX
+                && cache.bytes + self.capacity <= RECYCLED_BYTES_MAX
+            {
+                cache.bytes += self.capacity;
+                cache.buffers.push(self);
+            }
+        });
     }
 
     /// Wraps memory owned by a pool. Drop does not free it.
@@ -511,6 +575,28 @@ unsafe impl IoBufMut for PooledBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_buffers_are_reused_by_size_and_bounded() {
+        let buf = AlignedBuf::new(1 << 20, 4096);
+        let ptr = buf.stable_ptr();
+        buf.recycle();
+        let again = AlignedBuf::reuse_or_new(1 << 20, 4096);
+        assert_eq!(again.stable_ptr(), ptr, "the recycled buffer came back");
+        assert!(again.is_empty());
+        again.recycle();
+        // Too large for the request (more than twice): not handed out.
+        let small = AlignedBuf::reuse_or_new(4096, 4096);
+        assert_ne!(small.stable_ptr(), ptr);
+        // The cache is bounded.
+        for _ in 0..2 * RECYCLED_BUFFERS_MAX {
+            AlignedBuf::new(4096, 4096).recycle();
+        }
+        RECYCLED.with(|c| {
+            let c = c.borrow();
+            assert!(c.buffers.len() <= RECYCLED_BUFFERS_MAX && c.bytes <= RECYCLED_BYTES_MAX);
+        });
+    }
 
     #[test]
     fn aligned_buf_is_aligned_and_zeroed() {

@@ -680,7 +680,9 @@ impl RxBuf {
         len: usize,
         deadline: Instant,
     ) -> Result<AlignedBuf, End> {
-        let mut value = AlignedBuf::new(len, 4096);
+        // Every byte is received or copied before it is read: a recycled buffer saves the
+        // zero-fill of a new one.
+        let mut value = AlignedBuf::reuse_or_new(len, 4096);
         let buffered = self.available().len().min(len);
         value.extend_from_slice(&self.available()[..buffered]);
         self.consume(buffered);

@@ -241,7 +241,10 @@ impl CoreServer {
                     chunk_crcs: &value.chunk_crcs,
                     value_crc: value.value_crc,
                 };
-                match store.put_checksummed(&key, &checksummed).await {
+                let outcome = store.put_checksummed(&key, &checksummed).await;
+                // The value is in the batch (or failed): its buffer serves the next PUT.
+                value.buf.recycle();
+                match outcome {
                     Ok(PutOutcome::Stored) => Reply::ok(ResponseBody::Put(WirePutOutcome::Stored)),
                     Ok(PutOutcome::AlreadyStored) => {
                         Reply::ok(ResponseBody::Put(WirePutOutcome::AlreadyStored))
