@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod fio;
+pub mod fiojob;
+pub mod fioreport;
+pub mod jobrun;
 pub mod load;
 pub mod measure;
 pub mod node;

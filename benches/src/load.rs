@@ -23,7 +23,7 @@ use proto::wire::{self, Status};
 use crate::measure::{XorShift64Star, key_of, latency_histogram, record_latency};
 
 /// Bytes of a value's key-number stamp.
-const STAMP_BYTES: usize = 8;
+pub const STAMP_BYTES: usize = 8;
 /// Bounds of a plan: threads, requests in flight.
 pub const THREADS_MAX: usize = 256;
 pub const IN_FLIGHT_MAX: usize = 4096;
@@ -108,6 +108,21 @@ impl Values {
     /// Writes key number `n`'s value into `out` (a copy of the base buffer).
     fn stamp(out: &mut [u8], n: u64) {
         out[..STAMP_BYTES].copy_from_slice(&n.to_le_bytes());
+    }
+
+    /// Key number `n`'s value of `len` bytes (at most the base's), for values of several sizes:
+    /// the first `len` bytes of the base buffer, stamped.
+    pub fn sized_into(&self, n: u64, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.base[..len]);
+        Values::stamp(out, n);
+    }
+
+    /// Whether `data` is key number `n`'s value of its length ([`Values::sized_into`]).
+    pub fn matches_sized(&self, n: u64, data: &[u8]) -> bool {
+        (STAMP_BYTES..=self.base.len()).contains(&data.len())
+            && data[..STAMP_BYTES] == n.to_le_bytes()
+            && data[STAMP_BYTES..] == self.base[STAMP_BYTES..data.len()]
     }
 
     /// Whether `data` is key number `n`'s value.

@@ -339,6 +339,24 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<(u64, u64)> {
     Ok((field(14)? + field(15)?, field(16)? + field(17)?))
 }
 
+/// utime and stime (fields 14 and 15) of a /proc/PID/stat or /proc/thread-self/stat line, in
+/// clock ticks: user and system time apart, as fio reports `usr_cpu` and `sys_cpu`.
+pub fn parse_stat_user_system_ticks(stat: &str) -> Result<(u64, u64)> {
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ')' in a stat line")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        let text = fields.get(n - 3).with_context(|| format!("a stat line has no field {n}"))?;
+        text.parse().with_context(|| format!("stat field {n} is {text:?}"))
+    };
+    Ok((field(14)?, field(15)?))
+}
+
+/// User and system CPU ticks of `path` (/proc/PID/stat, /proc/thread-self/stat, ...).
+pub fn user_system_ticks(path: &str) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    parse_stat_user_system_ticks(&stat)
+}
+
 /// utime + stime of process `pid` so far (every thread, io_uring workers included), in clock
 /// ticks: another process's CPU time, e.g. the daemon's.
 pub fn process_cpu_ticks(pid: u32) -> Result<u64> {
@@ -462,6 +480,7 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 7 3 20 0 1 0";
         assert_eq!(parse_stat_cpu_ticks(stat).unwrap(), (325, 10));
+        assert_eq!(parse_stat_user_system_ticks(stat).unwrap(), (250, 75));
         assert_eq!(parse_schedstat_ns("841197 120506 1\n").unwrap(), 841_197);
         assert_eq!(parse_schedstat("841197 120506 1\n").unwrap(), (841_197, 120_506));
     }

@@ -77,6 +77,40 @@ pub fn shingled_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Whether `path` holds a shingle disk: `shingled inspect PATH` succeeds on it.
+pub fn is_shingle_disk(binary: &Path, path: &Path) -> Result<bool> {
+    let output = Command::new(binary)
+        .arg("inspect")
+        .arg(path)
+        .output()
+        .with_context(|| format!("running {} inspect", binary.display()))?;
+    Ok(output.status.success())
+}
+
+/// `shingled format PATH --zone-size Z --force` (and `--size` to create a file): an empty
+/// shingle disk, whatever was there.
+pub fn format_disk(
+    binary: &Path,
+    path: &Path,
+    size_bytes: Option<u64>,
+    zone_size_bytes: u64,
+) -> Result<()> {
+    let mut command = Command::new(binary);
+    command.arg("format").arg(path).arg("--zone-size").arg(size_text(zone_size_bytes));
+    if let Some(size) = size_bytes {
+        command.arg("--size").arg(size_text(size));
+    }
+    command.arg("--force");
+    let output = command.output().with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
 /// Loopback ports of one daemon.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Ports {
@@ -106,10 +140,11 @@ pub struct NodeConfig {
     pub ports: Ports,
     /// The CPU of the daemon's only core (`runtime.cores = [cpu]`).
     pub cpu: usize,
-    /// The disk file: created with `size_bytes` reserved and formatted by `shingled` when it
-    /// does not exist.
+    /// The disk: a file, created with `disk_size_bytes` reserved and formatted by `shingled`
+    /// when it does not exist, or a block device (or file) formatted before, with
+    /// `disk_size_bytes` `None`.
     pub disk_path: PathBuf,
-    pub disk_size_bytes: u64,
+    pub disk_size_bytes: Option<u64>,
     pub zone_size_bytes: u64,
 }
 
@@ -117,19 +152,21 @@ impl NodeConfig {
     /// The config file's text (docs: config/shingled.example.toml).
     pub fn to_toml(&self) -> String {
         let p = &self.ports;
+        let size = self
+            .disk_size_bytes
+            .map_or_else(String::new, |bytes| format!("size = \"{}\"\n", size_text(bytes)));
         format!(
-            "# serve-vs-fio: one file-backed disk on one core, loopback only.\n\
+            "# A benchmark's daemon: one disk on one core, loopback only.\n\
              [server]\nlisten = \"127.0.0.1:{}\"\nshard_port_base = {}\n\n\
              [metrics]\nlisten = \"127.0.0.1:{}\"\n\n\
              [runtime]\ncores = [{}]\n\n\
              [log]\nlevel = \"info\"\n\n\
-             [[disk]]\nid = 0\npath = {}\nsize = \"{}\"\nzone_size = \"{}\"\ncore = 0\n",
+             [[disk]]\nid = 0\npath = {}\n{size}zone_size = \"{}\"\ncore = 0\n",
             p.main,
             p.shard,
             p.metrics,
             self.cpu,
             toml_string(&self.disk_path.to_string_lossy()),
-            size_text(self.disk_size_bytes),
             size_text(self.zone_size_bytes),
         )
     }
@@ -292,7 +329,7 @@ mod tests {
             ports: Ports { main: 20_001, shard: 20_002, metrics: 20_003 },
             cpu: 1,
             disk_path: PathBuf::from("/tmp/a \"b\"/disk0.img"),
-            disk_size_bytes: 12 << 30,
+            disk_size_bytes: Some(12 << 30),
             zone_size_bytes: 256 << 20,
         };
         let toml = config.to_toml();

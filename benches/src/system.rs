@@ -145,6 +145,45 @@ fn read_queue_file(sys_dir: &Path, name: &str) -> Option<String> {
         .map(|text| text.trim().to_owned())
 }
 
+/// The process listening on TCP `port` of this machine (any address, IPv4 or IPv6): the
+/// socket's inode from /proc/net/tcp{,6}, then the process holding it among /proc/*/fd. `None`
+/// when no local process listens there or its descriptors are not readable.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|text| listening_inodes(&text, port))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let wanted: Vec<String> = inodes.iter().map(|inode| format!("socket:[{inode}]")).collect();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+        });
+        holds.then_some(pid)
+    })
+}
+
+/// Inodes of the sockets listening (state 0A) on `port` in a /proc/net/tcp table.
+fn listening_inodes(table: &str, port: u16) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let listening = *fields.get(3)? == "0A";
+            let inode = (*fields.get(9)?).to_owned();
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port).then_some(inode)
+        })
+        .collect()
+}
+
 /// `YYYY-MM-DD HH:MM UTC` (civil-from-days, Howard Hinnant's algorithm).
 pub fn utc_date(now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -173,6 +212,19 @@ mod tests {
         assert_eq!(utc_date(UNIX_EPOCH), "1970-01-01 00:00 UTC");
         let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3600 + 120);
         assert_eq!(utc_date(leap_day), "2000-02-29 01:02 UTC");
+    }
+
+    #[test]
+    fn listening_sockets_are_found_by_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1E14 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1
+   1: 0100007F:1E14 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1
+";
+        assert_eq!(listening_inodes(table, 7700), ["4242"]);
+        assert!(listening_inodes(table, 7701).is_empty());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(pid_listening_on(port), Some(std::process::id()));
     }
 
     #[test]

@@ -486,7 +486,7 @@ fn main() -> Result<()> {
         ports: free_ports()?,
         cpu: settings.cpu,
         disk_path: settings.disk_path(),
-        disk_size_bytes: settings.disk_size_bytes,
+        disk_size_bytes: Some(settings.disk_size_bytes),
         zone_size_bytes: settings.zone_size_bytes,
     };
     let mut workloads = Vec::with_capacity(settings.workloads.len());
