@@ -287,24 +287,31 @@ fn preload_range(
 ) -> Result<()> {
     let client = connect(&plan.target)?;
     let queue = CompletionQueue::new();
-    let mut value = Vec::new();
+    let depth = s.job.iodepth;
+    let mut slots: Vec<Option<Sent>> = vec![None; depth];
+    let mut free: Vec<usize> = (0..depth).rev().collect();
+    let mut values: Vec<Vec<u8>> = vec![Vec::new(); depth];
+    let mut next_ops: Vec<(usize, Op)> = Vec::with_capacity(depth);
     let mut next = keys.start;
-    let mut in_flight = 0usize;
     let mut out = Vec::new();
     loop {
-        while in_flight < s.job.iodepth && next < keys.end && !stop.load(Ordering::Relaxed) {
-            submit_put(&client, &queue, next, node, s, next, &mut value)?;
+        while !free.is_empty() && next < keys.end && !stop.load(Ordering::Relaxed) {
+            let slot = free.pop().unwrap_or_default();
+            s.values.sized_into(s.number(next), s.value_len(next), &mut values[slot]);
+            next_ops.push((slot, Op { kind: OpKind::Put, n: next, bytes: 0 }));
             next += 1;
-            in_flight += 1;
         }
-        if in_flight == 0 {
+        send_batch(&client, &queue, node, s, &next_ops, &values, &mut slots)?;
+        next_ops.clear();
+        if free.len() == depth {
             return Ok(());
         }
         queue.wait(&mut out, WAIT_SLICE);
         for completion in out.drain(..) {
-            in_flight -= 1;
-            let n = completion.tag;
-            check(s, Op { kind: OpKind::Put, n, bytes: 0 }, completion.result)
+            let slot = completion.tag as usize;
+            let sent = slots[slot].take().context("an answer for no request")?;
+            free.push(slot);
+            check(s, sent.op, completion.result)
                 .map_err(|failure| anyhow::anyhow!("preload: {}", failure.message))?;
             done.fetch_add(1, Ordering::Relaxed);
         }
@@ -316,27 +323,55 @@ fn connect(target: &Target) -> Result<Client> {
         .with_context(|| format!("connecting to shingled at {}", target.addr))
 }
 
-/// Sends the PUT of key `n` of job `s` (its value built in `value`); returns the value's bytes.
-fn submit_put(
+/// Sends `ops` (slot, request) in one batch, tagged with their slots; a PUT's value is
+/// `values[slot]`. Records when each was sent in `slots`.
+fn send_batch(
     client: &Client,
     queue: &CompletionQueue,
-    tag: u64,
     node: &Node,
     s: &JobShared,
-    n: u64,
-    value: &mut Vec<u8>,
-) -> Result<u64> {
-    let number = s.number(n);
-    s.values.sized_into(number, s.value_len(n), value);
-    let put = PutRequest {
-        value_len: u32::try_from(value.len()).context("a value over 4 GiB")?,
-        value_crc32c: wire::crc32c(value),
-    };
-    let (disk, key) = (disk_of(node, number), key_of(number));
-    client
-        .submit_to(queue, tag, disk, key, RequestBody::Put(put), Some(value))
-        .map_err(|err| refused("PUT", number, &err))?;
-    Ok(value.len() as u64)
+    ops: &[(usize, Op)],
+    values: &[Vec<u8>],
+    slots: &mut [Option<Sent>],
+) -> Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut batch = client.batch(queue);
+    for &(slot, op) in ops {
+        let number = s.number(op.n);
+        let (disk, key) = (disk_of(node, number), key_of(number));
+        let issued = Instant::now();
+        let submitted = match op.kind {
+            OpKind::Get => {
+                let get = RequestBody::Get(GetRequest { range: None });
+                batch
+                    .submit(slot as u64, disk, key, get, None)
+                    .map_err(|e| refused("GET", number, &e))
+            }
+            OpKind::Put => {
+                let value = &values[slot];
+                let put = PutRequest {
+                    value_len: u32::try_from(value.len()).context("a value over 4 GiB")?,
+                    value_crc32c: wire::crc32c(value),
+                };
+                let body = RequestBody::Put(put);
+                batch
+                    .submit(slot as u64, disk, key, body, Some(value))
+                    .map_err(|e| refused("PUT", number, &e))
+            }
+        };
+        submitted?;
+        slots[slot] = Some(Sent { op, issued, submitted: issued });
+    }
+    batch.send();
+    let sent = Instant::now();
+    for &(slot, _) in ops {
+        if let Some(request) = slots[slot].as_mut() {
+            request.submitted = sent;
+        }
+    }
+    Ok(())
 }
 
 /// A request that could not even be sent: the load cannot go on.
@@ -709,18 +744,24 @@ impl<'a> ClientWorker<'a> {
         })
     }
 
+    /// Keeps `iodepth` requests in flight: each time answers arrive, the freed slots' next
+    /// requests go out together in one [`proto::client::Batch`].
     fn run(&mut self, client: &Client) -> Result<()> {
         let depth = self.s.job.iodepth;
         let queue = CompletionQueue::new();
         let mut slots: Vec<Option<Sent>> = vec![None; depth];
         let mut free: Vec<usize> = (0..depth).rev().collect();
-        let mut value = Vec::with_capacity(self.s.job.bs.max_bytes as usize);
+        // A value buffer per slot: a batch borrows every value until it is sent.
+        let mut values: Vec<Vec<u8>> = vec![Vec::new(); depth];
+        let mut next: Vec<(usize, Op)> = Vec::with_capacity(depth);
         let mut out: Vec<Completion> = Vec::with_capacity(depth);
         loop {
             while !free.is_empty() && self.may_submit() {
                 let slot = free.pop().unwrap_or_default();
-                slots[slot] = Some(self.submit(client, &queue, slot, &mut value)?);
+                next.push((slot, self.next_op(&mut values[slot])?));
             }
+            send_batch(client, &queue, self.phase.node, self.s, &next, &values, &mut slots)?;
+            next.clear();
             if free.len() == depth {
                 return Ok(());
             }
@@ -751,20 +792,15 @@ impl<'a> ClientWorker<'a> {
         }
     }
 
-    fn submit(
-        &mut self,
-        client: &Client,
-        queue: &CompletionQueue,
-        slot: usize,
-        value: &mut Vec<u8>,
-    ) -> Result<Sent> {
+    /// The next request: a GET of a preloaded key or a PUT of a new key (its value built in
+    /// `value`).
+    fn next_op(&mut self, value: &mut Vec<u8>) -> Result<Op> {
         let s = self.s;
         let read = match s.job.rw {
             RwMode::Read | RwMode::RandRead => true,
             RwMode::Write | RwMode::RandWrite => false,
             RwMode::Rw | RwMode::RandRw => self.rng.below(100) < u64::from(s.job.rwmixread),
         };
-        let issued = Instant::now();
         let op = if read {
             let n = if s.job.rw.random() {
                 self.rng.below(s.preload_keys)
@@ -773,29 +809,17 @@ impl<'a> ClientWorker<'a> {
                 self.next_read = (self.next_read + 1) % s.preload_keys;
                 n
             };
-            let number = s.number(n);
-            let get = RequestBody::Get(GetRequest { range: None });
-            client
-                .submit_to(
-                    queue,
-                    slot as u64,
-                    disk_of(self.phase.node, number),
-                    key_of(number),
-                    get,
-                    None,
-                )
-                .map_err(|err| refused("GET", number, &err))?;
             Op { kind: OpKind::Get, n, bytes: s.value_len(n) as u64 }
         } else {
             let n = s.next_key.fetch_add(1, Ordering::Relaxed);
             ensure!(n < 1 << JOB_KEY_BITS, "job {}: out of key numbers", s.job.name);
-            let bytes = submit_put(client, queue, slot as u64, self.phase.node, s, n, value)?;
-            Op { kind: OpKind::Put, n, bytes }
+            s.values.sized_into(s.number(n), s.value_len(n), value);
+            Op { kind: OpKind::Put, n, bytes: value.len() as u64 }
         };
-        if issued >= self.ramp_end {
+        if Instant::now() >= self.ramp_end {
             self.measured_bytes += op.bytes;
         }
-        Ok(Sent { op, issued, submitted: Instant::now() })
+        Ok(op)
     }
 
     fn completed(&mut self, sent: Sent, result: Result<Reply, ClientError>, now: Instant) {

@@ -273,6 +273,63 @@ fn a_completion_queue_times_requests_out_and_fails_them_when_the_connection_is_l
 }
 
 #[test]
+fn a_batch_sends_its_requests_together_and_each_is_answered_once() {
+    const LIMIT: usize = 4;
+    let mut topology = Topology::two_disks();
+    topology.requests_in_flight_max = LIMIT as u32;
+    let store = Arc::new(Store::default());
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let (fake_store, fake_exceeded) = (Arc::clone(&store), Arc::clone(&exceeded));
+    let fake = Fake::start(move |mut conn| {
+        assert!(conn.handshake(&topology));
+        // In rounds of LIMIT requests; no further request may come while they are unanswered.
+        loop {
+            let mut round = Vec::new();
+            for _ in 0..LIMIT {
+                match conn.recv() {
+                    Some(request) => round.push(request),
+                    None => return,
+                }
+            }
+            if conn.more_within(Duration::from_millis(100)) {
+                fake_exceeded.store(true, Ordering::SeqCst);
+            }
+            for (request, data) in round.iter().rev() {
+                conn.answer(&topology, &fake_store, request, data);
+            }
+        }
+    });
+    let client = connect(&fake);
+    let queue = CompletionQueue::new();
+    let values: Vec<Vec<u8>> = (0..3 * LIMIT as u8).map(|n| vec![n; 10 + usize::from(n)]).collect();
+    let mut batch = client.batch(&queue);
+    for (n, value) in values.iter().enumerate() {
+        let put = RequestBody::Put(PutRequest {
+            value_len: value.len() as u32,
+            value_crc32c: crc32c::crc32c(value),
+        });
+        batch.submit(n as u64, 1, key(n as u8), put, Some(value)).unwrap();
+    }
+    batch.send();
+    let mut out = Vec::new();
+    while out.len() < values.len() {
+        queue.wait(&mut out, Duration::from_secs(30));
+    }
+    let mut tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (0..values.len() as u64).collect::<Vec<_>>(), "each answered once");
+    for completion in out {
+        let reply = completion.result.unwrap();
+        assert!(matches!(reply.response.body, ResponseBody::Put(PutOutcome::Stored)));
+    }
+    for (n, value) in values.iter().enumerate() {
+        assert_eq!(store.get(1, &key(n as u8)).unwrap(), *value, "value {n} arrived whole");
+    }
+    assert!(!exceeded.load(Ordering::SeqCst), "more than {LIMIT} requests were in flight");
+    assert!(queue.is_empty());
+}
+
+#[test]
 fn a_completion_queue_gets_nothing_for_a_request_refused_before_sending() {
     let fake = Fake::serving(Topology::two_disks(), Arc::new(Store::default()));
     let client = connect(&fake);
