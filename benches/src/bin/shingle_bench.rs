@@ -74,7 +74,19 @@ How fio's job options map onto shingle (a key-value store of immutable values):
 Sizes use fio's suffixes with kb_base=1024: 4k = 4096, 1m, 1g (4KiB is 4000, as in fio).
 Latency: slat = sending the request, clat = sent to answered, lat = both (ns in JSON).
 Job files: fio's INI syntax, [global] and one section per job; the command line's job
-options are defaults under the file's. Options shingle-bench does not take are refused by name.";
+options are defaults under the file's. Options shingle-bench does not take are refused by name.
+
+The fio baseline (--baseline fio) runs the same jobs (rw, bs/bsrange, iodepth, numjobs, size,
+runtime, time_based, ramp_time, rwmixread) with ioengine=io_uring, direct=1, group_reporting,
+one region per job, on a file of the daemon's disk size on the same file system (or on the
+device itself, with the daemon stopped), prefilled by fio when a job reads. A PUT is answered
+once its batch is written with RWF_DSYNC; the equal fio job is sync=dsync (the file opened
+O_DSYNC: every write durable before it completes, through the same kernel path). fdatasync=1 is
+not equal under io_uring: fio queues each fdatasync behind its write without waiting for it and
+leaves it out of the write's latency. none runs without any durability: the device's limit.
+
+CI: `shingle-bench --smoke` (about 20 s) runs put-4k, put-1m, get-4k and a 70/30 64k mix for
+1 s each against a spawned daemon and fio; it fails only when something fails.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -330,11 +342,19 @@ struct SpawnDisk {
     binary: PathBuf,
     /// Holds the daemon's config.
     config_dir: PathBuf,
+    /// Keep a created file (--keep).
+    keep: bool,
 }
 
 impl Drop for SpawnDisk {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.config_dir);
+        // Also on an error: a file this invocation created does not outlive it.
+        if self.created && !self.keep && self.path.exists() {
+            if let Err(err) = std::fs::remove_file(&self.path) {
+                eprintln!("shingle-bench: could not remove {}: {err}", self.path.display());
+            }
+        }
     }
 }
 
@@ -364,7 +384,8 @@ fn run_main(args: &Args) -> Result<bool> {
     let invocation = prepare(args, jobs)?;
     let report = run_all(&invocation)?;
     emit(&invocation, &report)?;
-    cleanup(invocation)?;
+    // Dropping the invocation removes fio's file and a disk file it created.
+    drop(invocation);
     Ok(report.clean)
 }
 
@@ -482,7 +503,17 @@ fn spawn_disk(args: &Args, path: &Path, jobs: &[JobSpec]) -> Result<SpawnDisk> {
     } else {
         std::env::current_dir().context("the current folder")?.join(path)
     };
-    Ok(SpawnDisk { path, created, is_device, size_bytes, zone_size_bytes, cpu, binary, config_dir })
+    Ok(SpawnDisk {
+        path,
+        created,
+        is_device,
+        size_bytes,
+        zone_size_bytes,
+        cpu,
+        binary,
+        config_dir,
+        keep: args.keep,
+    })
 }
 
 /// Size of a file or block device.
@@ -906,17 +937,6 @@ fn fio_run(inv: &Invocation<'_>, setup: &FioSetup, sync: Sync) -> Result<FioRun>
     })
 }
 
-fn cleanup(inv: Invocation<'_>) -> Result<()> {
-    drop(inv.fio);
-    if let Mode::Spawn(disk) = &inv.mode {
-        if disk.created && !inv.args.keep {
-            std::fs::remove_file(&disk.path)
-                .with_context(|| format!("removing {}", disk.path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Summaries, medians, ratios.
 
@@ -1275,7 +1295,7 @@ fn write_comparison(out: &mut String, report: &Report) {
     let _ = writeln!(out, "\n== side by side (medians of {} run(s)) ==", report.runs.len());
     let _ = writeln!(
         out,
-        "{:<32} {:<5} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "{:<40} {:<5} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "side", "dir", "IOPS", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU s/GB"
     );
     let medians = medians(report);
@@ -1284,7 +1304,7 @@ fn write_comparison(out: &mut String, report: &Report) {
             let Some(d) = summary else { continue };
             let _ = writeln!(
                 out,
-                "{:<32} {dir:<5} {:>10.0} {:>9.1} {:>9.0} {:>9.0} {:>10.0} {:>9.3}",
+                "{:<40} {dir:<5} {:>10.0} {:>9.1} {:>9.0} {:>9.0} {:>10.0} {:>9.3}",
                 side.label,
                 d.iops,
                 d.mb_per_s,
@@ -1302,7 +1322,7 @@ fn write_comparison(out: &mut String, report: &Report) {
             let (Some(s), Some(f)) = (s, f) else { continue };
             let _ = writeln!(
                 out,
-                "{:<32} {dir:<5} {:>10.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3}",
+                "{:<40} {dir:<5} {:>10.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3}",
                 format!("shingle ÷ {}", fio.label),
                 s.iops / f.iops,
                 s.mb_per_s / f.mb_per_s,
