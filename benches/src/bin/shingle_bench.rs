@@ -421,7 +421,8 @@ fn prepare(args: &Args, jobs: Vec<JobSpec>) -> Result<Invocation<'_>> {
     let system = SystemInfo::collect(&dir, fio_version)?;
     let device = match &mode {
         Mode::Spawn(disk) if disk.is_device => device_numbers(&disk.path, true),
-        Mode::Spawn(disk) => device_numbers(&disk.path, false),
+        // The file may not exist yet: its folder is on the same device.
+        Mode::Spawn(disk) => device_numbers(disk.path.parent().unwrap_or(Path::new("/")), false),
         Mode::Server { .. } => None,
     };
     let fio = match args.baseline {
@@ -666,6 +667,8 @@ fn per_gb(seconds: f64, bytes: u64) -> f64 {
 
 /// One fio run of the baseline.
 struct FioRun {
+    /// How its rows are labelled: the durability of its writes, or just "fio" for reads.
+    label: &'static str,
     sync: Sync,
     command: String,
     read: DirStats,
@@ -932,6 +935,7 @@ fn fio_run(inv: &Invocation<'_>, setup: &FioSetup, sync: Sync) -> Result<FioRun>
     ensure!(error == 0, "fio reported error {error}");
     let num = |key: &str| group.get(key).and_then(Value::as_f64).unwrap_or(0.0);
     Ok(FioRun {
+        label: if inv.jobs.iter().any(|job| job.rw.writes()) { sync.label() } else { "fio" },
         sync,
         command: format!("{} with the job file:\n{text}", shell_line(&inv.args.fio, &args)),
         read: DirStats::from_fio(group.get("read").context("no read in fio's JSON")?)?,
@@ -1009,7 +1013,7 @@ fn fio_summary(run: &FioRun) -> SideSummary {
     let bytes = run.read.io_bytes + run.write.io_bytes;
     let cpu_s = (run.usr_cpu + run.sys_cpu) / 100.0 * run.job_runtime_ms / 1e3;
     SideSummary {
-        label: run.sync.label().to_owned(),
+        label: run.label.to_owned(),
         read: DirSummary::of(&run.read),
         write: DirSummary::of(&run.write),
         cpu_s_per_gb: per_gb(cpu_s, bytes),
@@ -1137,7 +1141,7 @@ fn json_report(inv: &Invocation<'_>, report: &Report) -> Value {
         .collect();
     let baseline: Vec<Value> = last_fio
         .iter()
-        .map(|f| json!({"sync": f.sync, "label": f.sync.label(), "command": f.command, "fio": f.raw}))
+        .map(|f| json!({"sync": f.sync, "label": f.label, "command": f.command, "fio": f.raw}))
         .collect();
     json!({
         "shingle-bench version": VERSION,
@@ -1350,7 +1354,7 @@ fn write_comparison(out: &mut String, report: &Report) {
         for (i, (s, fio)) in report.runs.iter().enumerate() {
             let mut line = format!("  run {}: shingle {}", i + 1, iops_pair(&shingle_summary(s)));
             for f in fio {
-                let _ = write!(line, "; {} {}", f.sync.label(), iops_pair(&fio_summary(f)));
+                let _ = write!(line, "; {} {}", f.label, iops_pair(&fio_summary(f)));
             }
             let _ = writeln!(out, "{line}");
         }
