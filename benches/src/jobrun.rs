@@ -286,35 +286,76 @@ fn preload_range(
     stop: &AtomicBool,
 ) -> Result<()> {
     let client = connect(&plan.target)?;
-    let queue = CompletionQueue::new();
+    let mut preloader = Preloader { s, keys, done, stop };
+    keep_in_flight(&client, node, s, &mut preloader)
+}
+
+/// What [`keep_in_flight`] asks of a load: the next request, and what to do with an answer.
+trait Load {
+    /// The next request (a PUT's value built in `value`), or `None` when no more may be sent.
+    fn next(&mut self, value: &mut Vec<u8>) -> Result<Option<Op>>;
+    /// An answer came at `now`.
+    fn done(&mut self, sent: Sent, result: Result<Reply, ClientError>, now: Instant) -> Result<()>;
+}
+
+/// Keeps `iodepth` requests of `load` in flight until it has no more and all are answered:
+/// each time answers arrive, the freed slots' next requests go out together in one
+/// [`proto::client::Batch`].
+fn keep_in_flight(client: &Client, node: &Node, s: &JobShared, load: &mut impl Load) -> Result<()> {
     let depth = s.job.iodepth;
+    let queue = CompletionQueue::new();
     let mut slots: Vec<Option<Sent>> = vec![None; depth];
     let mut free: Vec<usize> = (0..depth).rev().collect();
+    // A value buffer per slot: a batch borrows every value until it is sent.
     let mut values: Vec<Vec<u8>> = vec![Vec::new(); depth];
-    let mut next_ops: Vec<(usize, Op)> = Vec::with_capacity(depth);
-    let mut next = keys.start;
-    let mut out = Vec::new();
+    let mut next: Vec<(usize, Op)> = Vec::with_capacity(depth);
+    let mut out: Vec<Completion> = Vec::with_capacity(depth);
     loop {
-        while !free.is_empty() && next < keys.end && !stop.load(Ordering::Relaxed) {
-            let slot = free.pop().unwrap_or_default();
-            s.values.sized_into(s.number(next), s.value_len(next), &mut values[slot]);
-            next_ops.push((slot, Op { kind: OpKind::Put, n: next, bytes: 0 }));
-            next += 1;
+        while let Some(&slot) = free.last() {
+            let Some(op) = load.next(&mut values[slot])? else { break };
+            free.pop();
+            next.push((slot, op));
         }
-        send_batch(&client, &queue, node, s, &next_ops, &values, &mut slots)?;
-        next_ops.clear();
+        send_batch(client, &queue, node, s, &next, &values, &mut slots)?;
+        next.clear();
         if free.len() == depth {
             return Ok(());
         }
         queue.wait(&mut out, WAIT_SLICE);
+        let now = Instant::now();
         for completion in out.drain(..) {
             let slot = completion.tag as usize;
             let sent = slots[slot].take().context("an answer for no request")?;
             free.push(slot);
-            check(s, sent.op, completion.result)
-                .map_err(|failure| anyhow::anyhow!("preload: {}", failure.message))?;
-            done.fetch_add(1, Ordering::Relaxed);
+            load.done(sent, completion.result, now)?;
         }
+    }
+}
+
+/// PUTs one client's share of a job's preloaded keys.
+struct Preloader<'a> {
+    s: &'a JobShared,
+    keys: std::ops::Range<u64>,
+    done: &'a AtomicU64,
+    stop: &'a AtomicBool,
+}
+
+impl Load for Preloader<'_> {
+    fn next(&mut self, value: &mut Vec<u8>) -> Result<Option<Op>> {
+        if self.keys.is_empty() || self.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (s, n) = (self.s, self.keys.start);
+        self.keys.start += 1;
+        s.values.sized_into(s.number(n), s.value_len(n), value);
+        Ok(Some(Op { kind: OpKind::Put, n, bytes: value.len() as u64 }))
+    }
+
+    fn done(&mut self, sent: Sent, result: Result<Reply, ClientError>, _: Instant) -> Result<()> {
+        check(self.s, sent.op, result)
+            .map_err(|failure| anyhow::anyhow!("preload: {}", failure.message))?;
+        self.done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -678,7 +719,7 @@ fn run_client(
     let client = connected?;
     let mut worker = ClientWorker::new(phase, s, clone, global)?;
     let cpu_before = user_system_ticks("/proc/thread-self/stat")?;
-    worker.run(&client)?;
+    keep_in_flight(&client, phase.node, s, &mut worker)?;
     let cpu_after = user_system_ticks("/proc/thread-self/stat")?;
     Ok(ClientTally {
         job: s.index,
@@ -744,38 +785,6 @@ impl<'a> ClientWorker<'a> {
         })
     }
 
-    /// Keeps `iodepth` requests in flight: each time answers arrive, the freed slots' next
-    /// requests go out together in one [`proto::client::Batch`].
-    fn run(&mut self, client: &Client) -> Result<()> {
-        let depth = self.s.job.iodepth;
-        let queue = CompletionQueue::new();
-        let mut slots: Vec<Option<Sent>> = vec![None; depth];
-        let mut free: Vec<usize> = (0..depth).rev().collect();
-        // A value buffer per slot: a batch borrows every value until it is sent.
-        let mut values: Vec<Vec<u8>> = vec![Vec::new(); depth];
-        let mut next: Vec<(usize, Op)> = Vec::with_capacity(depth);
-        let mut out: Vec<Completion> = Vec::with_capacity(depth);
-        loop {
-            while !free.is_empty() && self.may_submit() {
-                let slot = free.pop().unwrap_or_default();
-                next.push((slot, self.next_op(&mut values[slot])?));
-            }
-            send_batch(client, &queue, self.phase.node, self.s, &next, &values, &mut slots)?;
-            next.clear();
-            if free.len() == depth {
-                return Ok(());
-            }
-            queue.wait(&mut out, WAIT_SLICE);
-            let now = Instant::now();
-            for completion in out.drain(..) {
-                let slot = completion.tag as usize;
-                let sent = slots[slot].take().context("an answer for no request")?;
-                free.push(slot);
-                self.completed(sent, completion.result, now);
-            }
-        }
-    }
-
     fn may_submit(&self) -> bool {
         if self.phase.stop.load(Ordering::Relaxed) {
             return false;
@@ -822,6 +831,8 @@ impl<'a> ClientWorker<'a> {
         Ok(op)
     }
 
+    /// Counts a failure (stopping the run unless the job continues on errors), or records a
+    /// measured answer.
     fn completed(&mut self, sent: Sent, result: Result<Reply, ClientError>, now: Instant) {
         let op = sent.op;
         if let Err(failure) = check(self.s, op, result) {
@@ -850,6 +861,20 @@ impl<'a> ClientWorker<'a> {
             recorder.record(op.bytes, sent.submitted - sent.issued, now - sent.submitted);
             self.end = now;
         }
+    }
+}
+
+impl Load for ClientWorker<'_> {
+    fn next(&mut self, value: &mut Vec<u8>) -> Result<Option<Op>> {
+        if !self.may_submit() {
+            return Ok(None);
+        }
+        self.next_op(value).map(Some)
+    }
+
+    fn done(&mut self, sent: Sent, result: Result<Reply, ClientError>, now: Instant) -> Result<()> {
+        self.completed(sent, result, now);
+        Ok(())
     }
 }
 
