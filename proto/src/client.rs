@@ -1232,8 +1232,8 @@ struct QueueShared {
 struct QueueState {
     /// Answers not yet taken, unchecked (`check_reply` runs in the consumer's thread).
     done: VecDeque<(u64, Result<Reply, ClientError>)>,
-    /// Requests submitted and not yet completed, by submission number. Every request has the
-    /// same timeout, so the first one has the earliest deadline.
+    /// Requests submitted and not yet completed, by submission number (at most the requests in
+    /// flight: `wait` scans it for the earliest deadline, as clients may differ in timeout).
     outstanding: BTreeMap<u64, Outstanding>,
     next_seq: u64,
     /// The consumer sleeps in `wait` and must be woken.
@@ -1276,7 +1276,7 @@ impl CompletionQueue {
                 break;
             }
             let now = Instant::now();
-            let first_deadline = state.outstanding.values().next().map(|o| o.deadline);
+            let first_deadline = state.outstanding.values().map(|o| o.deadline).min();
             if first_deadline.is_some_and(|deadline| deadline <= now) {
                 drop(state);
                 self.expire(now);
@@ -1312,7 +1312,7 @@ impl CompletionQueue {
         let expired: Vec<(Arc<Shared>, u32)> = lock(&self.shared.state)
             .outstanding
             .values()
-            .take_while(|o| o.deadline <= now)
+            .filter(|o| o.deadline <= now)
             .map(|o| (Arc::clone(&o.shared), o.request_id))
             .collect();
         // Outside the queue's lock: a connection's lock is never taken inside it. A request the
