@@ -101,13 +101,6 @@ impl TcpStream {
         op::send_all(&self.fd, buf, start, len).await
     }
 
-    /// Shuts down the receiving side: a pending or later `recv` returns 0 (end of stream),
-    /// while sends still work (to answer what was already received, then say goodbye).
-    pub fn shutdown_read(&self) {
-        // SAFETY: shutdown on an fd this stream owns; failure (already closed) is harmless.
-        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) };
-    }
-
     /// Shuts down both directions (the peer sees end of stream).
     pub fn shutdown(&self) {
         // SAFETY: shutdown on an fd this stream owns; failure (already closed) is harmless.
