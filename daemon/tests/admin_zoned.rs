@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed step should panic with its error")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use config::ByteSize;
 use ioengine::Core;
@@ -27,17 +27,9 @@ use shingle_daemon::store::{Store, StoreConfig};
 
 const VALUE_MAX: u32 = 4 << 20;
 
-fn device(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            let required = std::env::var("SHINGLE_REQUIRE_ZONED").is_ok_and(|v| v == "1");
-            assert!(!required, "{var} is not set: this test must run inside zoned-vm/run");
-            eprintln!("{var} not set (not inside zoned-vm/run): skipped");
-            None
-        }
-    }
-}
+mod zoned_env;
+
+use zoned_env::device;
 
 fn key(i: u32) -> [u8; 32] {
     let mut k = [0xC3u8; 32];
