@@ -35,7 +35,15 @@ pub const RING_ENTRIES_MAX: u32 = 4096;
 /// so foreground requests always find room in the submission queue and the device queue.
 pub const BACKGROUND_SHARE_DIVISOR: u32 = 4;
 
+/// The submission queue is handed to the kernel as soon as it holds this many entries, instead
+/// of only when the core loop turns the ring: a burst of requests reaches the device while the
+/// tasks that queue the rest of the burst still run, so the device queue fills earlier and
+/// less deeply (measured in benches/BENCHMARKING.md, "Submission batch cap"). Small enough to
+/// overlap, large enough that one `io_uring_enter` still carries several operations.
+pub const SUBMIT_BATCH_MAX: usize = 8;
+
 const _: () = assert!(RING_ENTRIES_DEFAULT.is_power_of_two());
+const _: () = assert!(SUBMIT_BATCH_MAX >= 1 && SUBMIT_BATCH_MAX <= RING_ENTRIES_DEFAULT as usize);
 const _: () = assert!(RING_ENTRIES_DEFAULT <= RING_ENTRIES_MAX);
 const _: () = assert!(RING_ENTRIES_DEFAULT / BACKGROUND_SHARE_DIVISOR >= 1);
 
@@ -207,6 +215,11 @@ impl Reactor {
             let mut ring = self.ring.borrow_mut();
             // SAFETY: the caller keeps the entry's resources alive until completion.
             if unsafe { ring.submission().push(entry) }.is_ok() {
+                if ring.submission().len() >= SUBMIT_BATCH_MAX {
+                    // EBUSY/EAGAIN/EINTR leave the entries queued: the next turn submits them
+                    // (and reaps first). Other errors surface there too, with their context.
+                    let _ = ring.submit();
+                }
                 return;
             }
             // Submission queue full: hand it to the kernel and try again.
