@@ -266,21 +266,38 @@ fn a_restart_keeps_everything_and_a_crash_keeps_every_acknowledged_put() {
         let got = c.get((n % 2) as u16, &key(n), None).unwrap();
         assert_eq!(got.data, value(n, 1 + (n as usize * 997) % 20_000), "key {n}");
     }
-    // More, then a crash: every acknowledged PUT is there after the restart.
+    // More, then a crash: every acknowledged PUT is there after the restart. Values of 1 MiB
+    // and up are written from the buffer they were received in (a batch of their own), the
+    // others copied into shared batches; both kinds, on both disks, shard-aware and not.
     for n in 200..400u64 {
         c.put((n % 2) as u16, &key(n), &value(n, 4096)).unwrap();
     }
+    let forwarded = client(node.addr(), false);
+    for n in 400..406u64 {
+        let via = if n < 403 { &c } else { &forwarded };
+        via.put((n % 2) as u16, &key(n), &value(n, large_len(n))).unwrap();
+    }
     drop(c);
+    drop(forwarded);
     daemon.kill();
 
     let daemon = node.start();
     let c = client(node.addr(), true);
-    for n in 0..400u64 {
-        let len = if n < 200 { 1 + (n as usize * 997) % 20_000 } else { 4096 };
+    for n in 0..406u64 {
+        let len = match n {
+            0..200 => 1 + (n as usize * 997) % 20_000,
+            200..400 => 4096,
+            _ => large_len(n),
+        };
         assert_eq!(c.get((n % 2) as u16, &key(n), None).unwrap().data, value(n, len), "key {n}");
     }
     drop(c);
     daemon.stop();
+}
+
+/// Lengths from just under 1 MiB to 3 MiB: the smallest shares a batch, the others do not.
+fn large_len(n: u64) -> usize {
+    [(1 << 20) - 4096, 1 << 20, (3 << 20) + 5][(n % 3) as usize]
 }
 
 #[test]

@@ -299,3 +299,87 @@ fn a_new_format_forgets_everything_of_the_old_one() {
         assert!(matches!(s.get(&key(3), None).await, Err(StoreError::NotFound)));
     });
 }
+
+/// A value as the server receives it: laid out where `ValueBuf::layout` says.
+fn received(v: &[u8]) -> (store::ValueBuf, Vec<u32>, u32) {
+    let (start, bytes) = store::ValueBuf::layout(v.len());
+    let mut buf = ioengine::buf::AlignedBuf::reuse_or_new(bytes, 4096);
+    buf.set_len(start);
+    buf.extend_from_slice(v);
+    let mut crcs = Vec::new();
+    let crc = ioengine::checksum::chunk_and_whole_crcs(v, &mut crcs);
+    (store::ValueBuf::new(buf, start), crcs, crc)
+}
+
+async fn put_received(
+    s: &Rc<Store<Disk>>,
+    k: &[u8; 32],
+    v: &[u8],
+) -> Result<PutOutcome, StoreError> {
+    let (buf, crcs, crc) = received(v);
+    s.put_received(k, buf, &crcs, crc).await
+}
+
+#[test]
+fn large_received_values_are_written_from_their_buffer_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let p = path.clone();
+    let big = 1 << 20;
+    assert!(store::ValueBuf::layout(big).0 > 0, "a 1 MiB value gets a batch of its own");
+    assert_eq!(store::ValueBuf::layout(64 << 10).0, 0, "a 64 KiB value shares batches");
+    Core::new(256).unwrap().block_on(async move {
+        let s = fresh_store(&p, 16).await;
+        // Large values (each its own batch, no copy) mixed with small ones (shared batches),
+        // all at once.
+        let mut tasks = Vec::new();
+        for i in 0..8u32 {
+            let s = s.clone();
+            tasks.push(ioengine::spawn(async move {
+                put_received(&s, &key(i), &value(i, big - i as usize)).await
+            }));
+        }
+        for i in 100..164u32 {
+            let s = s.clone();
+            tasks.push(ioengine::spawn(async move {
+                put_received(&s, &key(i), &value(i, 300 + i as usize)).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), PutOutcome::Stored);
+        }
+        let in_place = s.stats().values_in_place.get();
+        assert!(in_place >= 1, "no large value was written in place");
+        assert!(in_place <= 8, "{in_place} values in place: small ones must share batches");
+        for i in 0..8u32 {
+            let got = s.get(&key(i), None).await.unwrap();
+            assert_eq!(got.as_slice(), &value(i, big - i as usize)[..], "value {i}");
+            let range = s.get(&key(i), Some((65_000, 2_000))).await.unwrap();
+            assert_eq!(range.as_slice(), &value(i, big - i as usize)[65_000..67_000]);
+        }
+        // Immutable, as through `put`.
+        assert_eq!(
+            put_received(&s, &key(3), &value(3, big - 3)).await.unwrap(),
+            PutOutcome::AlreadyStored
+        );
+        let mut other = value(3, big - 3);
+        other[big / 2] ^= 1;
+        assert!(matches!(
+            put_received(&s, &key(3), &other).await,
+            Err(StoreError::ExistsWithOtherContent)
+        ));
+        // Power cut: no clean close.
+        s.halt();
+    });
+    Core::new(64).unwrap().block_on(async move {
+        let s = Store::open(disk(&path, 16, false), config()).await.unwrap();
+        for i in 0..8u32 {
+            let got = s.get(&key(i), None).await.unwrap();
+            assert_eq!(got.as_slice(), &value(i, big - i as usize)[..], "value {i} after restart");
+        }
+        for i in 100..164u32 {
+            let got = s.get(&key(i), None).await.unwrap();
+            assert_eq!(got.as_slice(), &value(i, 300 + i as usize)[..]);
+        }
+    });
+}

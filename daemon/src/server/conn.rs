@@ -9,10 +9,11 @@
 //! says; a rejected frame's payload is skipped in bounded pieces, never buffered whole.
 //!
 //! Receiving: frames are read into a 64 KiB buffer. A PUT's value goes into an aligned buffer
-//! of exactly its length: the part already in the receive buffer is copied, the rest is
-//! received straight into it (all of a large value but its first bytes). It is then
-//! checksummed once: chunk crcs for the record, combined into the whole-value crc compared
-//! with the client's.
+//! of its own: the part already in the receive buffer is copied, the rest is received straight
+//! into it (all of a large value but its first bytes). A value too large to share a batch is
+//! received at the place its record takes in a batch of its own, so the store writes that
+//! buffer and never copies the value. It is then checksummed once: chunk crcs for the record,
+//! combined into the whole-value crc compared with the client's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ use super::CoreServer;
 use super::handler::{Job, PutValue, Reply, ReplyData};
 use super::sync::{self, BudgetGuard, Either};
 use crate::metrics::{DISK_NODE, Protocol, count_request};
+use crate::store::ValueBuf;
 
 /// Bytes of a connection's receive buffer.
 const RX_BYTES: usize = 64 << 10;
@@ -263,12 +265,14 @@ impl Conn {
                 let budget = self.server.budget.acquire(u64::from(put.value_len)).await;
                 let value = rx.receive_value(self, put.value_len as usize, deadline).await?;
                 let mut chunk_crcs = Vec::new();
-                let value_crc = ioengine::checksum::chunk_and_whole_crcs(&value, &mut chunk_crcs);
+                let value_crc =
+                    ioengine::checksum::chunk_and_whole_crcs(value.value(), &mut chunk_crcs);
                 if value_crc != put.value_crc32c {
                     let message = format!(
                         "PUT value checksum mismatch: sent {:#010x}, received bytes have {value_crc:#010x}; nothing stored",
                         put.value_crc32c
                     );
+                    value.recycle();
                     self.count(&header, Status::ChecksumMismatch);
                     self.queue_rejection(&frame, Status::ChecksumMismatch, &message);
                     return Ok(());
@@ -672,26 +676,31 @@ impl RxBuf {
         Ok(())
     }
 
-    /// Receives a PUT's value of `len` bytes into an aligned buffer of its own: the bytes
-    /// already buffered are copied, the rest received straight into it.
+    /// Receives a PUT's value of `len` bytes into an aligned buffer of its own, where the
+    /// store wants it ([`ValueBuf::layout`]: a large value at the place of its record in the
+    /// batch it will be written as): the bytes already buffered are copied, the rest received
+    /// straight into it.
     async fn receive_value(
         &mut self,
         conn: &Conn,
         len: usize,
         deadline: Instant,
-    ) -> Result<AlignedBuf, End> {
-        // Every byte is received or copied before it is read: a recycled buffer saves the
-        // zero-fill of a new one.
-        let mut value = AlignedBuf::reuse_or_new(len, 4096);
+    ) -> Result<ValueBuf, End> {
+        let (start, bytes) = ValueBuf::layout(len);
+        let end = start + len;
+        // Every byte is received or copied before it is read (the ones before `start` are
+        // the store's to overwrite): a recycled buffer saves the zero-fill of a new one.
+        let mut value = AlignedBuf::reuse_or_new(bytes, 4096);
+        value.set_len(start);
         let buffered = self.available().len().min(len);
         value.extend_from_slice(&self.available()[..buffered]);
         self.consume(buffered);
-        while value.len() < len {
+        while value.len() < end {
             let offset = value.len();
             let limit = deadline.saturating_duration_since(Instant::now());
             let recv = ioengine::time::timeout_coarse(
                 limit,
-                conn.stream.recv_range(value, offset, len - offset),
+                conn.stream.recv_range(value, offset, end - offset),
             );
             let (res, back) = match sync::race(recv, conn.server.stopping.wait()).await {
                 Either::Left(Ok(received)) => received,
@@ -705,6 +714,6 @@ impl RxBuf {
                 Err(_) => return Err(End::Error),
             }
         }
-        Ok(value)
+        Ok(ValueBuf::new(value, start))
     }
 }

@@ -8,7 +8,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use ::metrics::Gauge;
-use ioengine::buf::AlignedBuf;
 use ioengine::executor::SendError;
 use proto::messages::{
     ErrorResponse, GetResponse, ListCursor, ListPage, PutOutcome as WirePutOutcome, RequestBody,
@@ -19,7 +18,7 @@ use proto::wire::{Key, Status};
 use super::sync::{self, BudgetGuard};
 use super::{CoreServer, DISK_QUEUE_MAX, LocalDisk};
 use crate::metrics::{DISK_UNKNOWN, count_request};
-use crate::store::{Checksummed, PutOutcome, ReadValue, StoreError};
+use crate::store::{PutOutcome, ReadValue, StoreError, ValueBuf};
 
 /// The store error's status on the wire (docs/PROTOCOL.md, "Statuses").
 pub fn status_of(err: &StoreError) -> Status {
@@ -41,8 +40,8 @@ pub fn status_of(err: &StoreError) -> Status {
 /// A PUT's value, received and checksummed on the connection's core.
 #[derive(Debug)]
 pub struct PutValue {
-    /// The bytes (exactly the value's length).
-    pub buf: AlignedBuf,
+    /// The bytes, laid out where the store writes them from.
+    pub buf: ValueBuf,
     /// crc32c of each 64 KiB chunk.
     pub chunk_crcs: Vec<u32>,
     /// crc32c of the whole value (already checked against the client's).
@@ -219,7 +218,7 @@ impl CoreServer {
             );
         }
         let _queued = Queued::new(&disk.queued, &disk.metrics.queue_depth);
-        let value_bytes = job.value.as_ref().map_or(0, |v| v.buf.len() as u64);
+        let value_bytes = job.value.as_ref().map_or(0, |v| v.buf.value().len() as u64);
         let reply = self.execute_on(disk, job).await;
         let status = if abandoned() { Status::Timeout } else { reply.body.status() };
         // A PUT's value in, a GET's data out (the other carries none).
@@ -236,14 +235,9 @@ impl CoreServer {
                 let Some(value) = job.value else {
                     return Reply::error(Status::BadRequest, "PUT without a value");
                 };
-                let checksummed = Checksummed {
-                    value: &value.buf,
-                    chunk_crcs: &value.chunk_crcs,
-                    value_crc: value.value_crc,
-                };
-                let outcome = store.put_checksummed(&key, &checksummed).await;
-                // The value is in the batch (or failed): its buffer serves the next PUT.
-                value.buf.recycle();
+                // The store writes the value from its buffer or copies it, then recycles it.
+                let outcome =
+                    store.put_received(&key, value.buf, &value.chunk_crcs, value.value_crc).await;
                 match outcome {
                     Ok(PutOutcome::Stored) => Reply::ok(ResponseBody::Put(WirePutOutcome::Stored)),
                     Ok(PutOutcome::AlreadyStored) => {

@@ -315,8 +315,40 @@ fn encode_record_body(
     assert_eq!(out.len(), record_bytes(value_len), "record buffer size");
     let value_start = value_offset(value_len);
     out[value_start..value_start + value.len()].copy_from_slice(value);
+    finish_record(out, kind, seq, key, value_len, whole)
+}
+
+/// [`encode_record_checksummed`] for a value already in place: `out` is the record's span
+/// (`record_bytes(value_len)` bytes) and holds the value's bytes at `value_offset(value_len)`.
+/// Writes the chunk checksums, the alignment padding and the header; the value is not copied.
+pub fn encode_record_around_value(
+    out: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    key: &Key,
+    value_len: u32,
+    chunk_crcs: &[u32],
+    value_crc: u32,
+) -> u32 {
+    assert_eq!(out.len(), record_bytes(value_len), "record buffer size");
+    assert_eq!(chunk_crcs.len(), chunk_count(value_len), "chunk crcs");
+    for (i, crc) in chunk_crcs.iter().enumerate() {
+        put_u32(out, RECORD_HEADER_BYTES + 4 * i, *crc);
+    }
+    finish_record(out, kind, seq, key, value_len, value_crc)
+}
+
+/// Zeroes the alignment padding after the value and writes the header.
+fn finish_record(
+    out: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    key: &Key,
+    value_len: u32,
+    whole: u32,
+) -> u32 {
     // Alignment padding (under RECORD_ALIGN_BYTES): the caller's buffer may hold old bytes.
-    out[value_start + value.len()..].fill(0);
+    out[value_offset(value_len) + value_len as usize..].fill(0);
     let value_crc = if kind == RecordKind::Padding { 0 } else { whole };
     write_header(out, kind, seq, key, value_len, value_crc);
     value_crc

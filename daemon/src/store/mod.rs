@@ -31,8 +31,8 @@ use format::{FormatError, Superblock};
 use index::Index;
 pub use reader::{ReadBuf, ReadValue, Stat};
 pub use recovery::{RecoveryReport, format, read_superblock, uuid_hex};
-pub use writer::PutOutcome;
 use writer::Writer;
+pub use writer::{PutOutcome, ValueBuf};
 
 /// Default cap on a value's length (the design brief: 1 B to 16 MiB, configurable).
 pub const VALUE_BYTES_MAX_DEFAULT: u32 = 16 << 20;
@@ -145,6 +145,9 @@ pub struct Stats {
     pub batches: Cell<u64>,
     /// Records written (blocks and tombstones).
     pub records: Cell<u64>,
+    /// Values written from the buffer they were received in, as a batch of their own, with no
+    /// copy ([`Store::put_received`]).
+    pub values_in_place: Cell<u64>,
     /// Log bytes written (batches, padding included).
     pub log_bytes: Cell<u64>,
     /// Checksum errors seen by reads.

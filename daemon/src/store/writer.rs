@@ -115,6 +115,8 @@ impl BatchBuf {
 
 struct OpenBatch {
     buf: BatchBuf,
+    /// Bytes the batch may grow to (a buffer may be larger than the batch it was taken for).
+    limit_bytes: usize,
     seq: u64,
     changes: Vec<IndexChange>,
     shared: Rc<BatchShared>,
@@ -272,6 +274,60 @@ pub(super) fn batch_bytes_limit(
         .max(batch_capacity(min_zone_capacity, block_bytes))
 }
 
+/// The largest logical block size for which [`ValueBuf::layout`] lays a value out as its own
+/// batch; a disk with larger blocks copies such values into a batch instead.
+const OWN_BATCH_BLOCK_BYTES_MAX: usize = 4096;
+
+/// Where a value of `value_len` bytes starts in a buffer that is written as its batch, or
+/// `None` when the value should be copied into a shared batch instead. A value gets a batch of
+/// its own when two records of its size never fit in one pooled batch ([`BATCH_BYTES`]): then
+/// it is written alone anyway, and receiving it in place saves the copy without costing any
+/// grouping.
+fn own_batch_value_start(value_len: usize) -> Option<usize> {
+    let len = u32::try_from(value_len).ok()?;
+    let two = batch_record_bytes() + 2 * format::record_bytes(len) + RECORD_HEADER_BYTES;
+    (two > BATCH_BYTES).then(|| batch_record_bytes() + format::value_offset(len))
+}
+
+/// A PUT's value received into a buffer of its own (by the server), laid out, when it is large,
+/// as the batch it will be written in: the store then writes the headers around it and the
+/// buffer itself, with no copy of the value ([`Store::put_received`]).
+#[derive(Debug)]
+pub struct ValueBuf {
+    buf: AlignedBuf,
+    start: usize,
+}
+
+impl ValueBuf {
+    /// Where to receive a value of `value_len` bytes: (offset of the value, buffer bytes).
+    /// Receive into a 4096-aligned buffer of that size whose length is the offset.
+    pub fn layout(value_len: usize) -> (usize, usize) {
+        match own_batch_value_start(value_len) {
+            Some(start) => {
+                let bytes = single_record_batch_bytes(value_len as u32, OWN_BATCH_BLOCK_BYTES_MAX);
+                (start, bytes)
+            }
+            None => (0, value_len),
+        }
+    }
+
+    /// The received value: `buf[start..]` (the bytes before it are the store's to overwrite).
+    pub fn new(buf: AlignedBuf, start: usize) -> ValueBuf {
+        assert!(start <= buf.len(), "value start {start} beyond the received bytes");
+        ValueBuf { buf, start }
+    }
+
+    /// The value's bytes.
+    pub fn value(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Gives the buffer back to this thread's cache for the next value.
+    pub fn recycle(self) {
+        self.buf.recycle();
+    }
+}
+
 /// What a PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -298,31 +354,78 @@ impl<D: Device + 'static> Store<D> {
         key: &Key,
         checksummed: &Checksummed<'_>,
     ) -> StoreResult<PutOutcome> {
-        let value = checksummed.value;
-        self.check_value_len(value.len())?;
+        self.check_value_len(checksummed.value.len())?;
         self.check_writable()?;
         let _claim: KeyClaim<D> = self.claim_key(key).await;
+        let change = match self.block_change(key, checksummed).await? {
+            Ok(change) => change,
+            Err(outcome) => return Ok(outcome),
+        };
+        self.append(change, checksummed).await?;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// [`Store::put_checksummed`] of a value the server received into a [`ValueBuf`]. A
+    /// value laid out as its own batch is written from that buffer (no copy of the value) when
+    /// no open batch has room for it; otherwise it is copied into the open batch.
+    pub async fn put_received(
+        self: &Rc<Self>,
+        key: &Key,
+        value: ValueBuf,
+        chunk_crcs: &[u32],
+        value_crc: u32,
+    ) -> StoreResult<PutOutcome> {
+        let len = value.value().len();
+        self.check_value_len(len)?;
+        self.check_writable()?;
+        let _claim: KeyClaim<D> = self.claim_key(key).await;
+        let checksummed = Checksummed { value: value.value(), chunk_crcs, value_crc };
+        let change = match self.block_change(key, &checksummed).await? {
+            Ok(change) => change,
+            Err(outcome) => {
+                value.recycle();
+                return Ok(outcome);
+            }
+        };
+        let in_place = own_batch_value_start(len) == Some(value.start)
+            && value.buf.capacity() >= single_record_batch_bytes(len as u32, self.block_bytes)
+            && (value.buf.as_ptr() as usize) % self.block_bytes.max(4096) == 0;
+        if in_place {
+            return self.append_own_batch(change, value, chunk_crcs, value_crc).await;
+        }
+        let result = self.append(change, &checksummed).await;
+        value.recycle();
+        result.map(|()| PutOutcome::Stored)
+    }
+
+    /// The index change a PUT of `key` makes, or what it amounts to when the key is stored
+    /// already: the same value is accepted unchanged, another is refused. The caller holds the
+    /// key's claim.
+    async fn block_change(
+        &self,
+        key: &Key,
+        checksummed: &Checksummed<'_>,
+    ) -> StoreResult<Result<IndexChange, PutOutcome>> {
+        let value = checksummed.value;
         let lookup = self.lookup_verified(key).await?;
         if let Some(found) = lookup.found {
             let same = found.header.value_len as usize == value.len()
                 && found.header.value_crc == checksummed.value_crc
                 && self.read_value_of(&found).await?.as_slice() == value;
             return if same {
-                Ok(PutOutcome::AlreadyStored)
+                Ok(Err(PutOutcome::AlreadyStored))
             } else {
                 Err(StoreError::ExistsWithOtherContent)
             };
         }
-        let change = IndexChange {
+        Ok(Ok(IndexChange {
             kind: RecordKind::Block,
             key: *key,
             position: 0,
             value_len: value.len() as u32,
             tag_taken_by_other: lookup.tag_taken_by_other,
             old: None,
-        };
-        self.append(change, checksummed).await?;
-        Ok(PutOutcome::Stored)
+        }))
     }
 
     fn check_value_len(&self, len: usize) -> StoreResult<()> {
@@ -383,17 +486,7 @@ impl<D: Device + 'static> Store<D> {
         let record_len = format::record_bytes(value.len() as u32);
         let shared = loop {
             self.check_writable()?;
-            let fits = {
-                let mut open = self.writer.open.borrow_mut();
-                match open.as_mut() {
-                    Some(batch) => {
-                        let buf = batch.buf.buf();
-                        buf.len() + record_len + RECORD_HEADER_BYTES <= buf.capacity()
-                    }
-                    None => false,
-                }
-            };
-            if fits {
+            if self.open_has_room(record_len) == Some(true) {
                 break self.encode_into_open(&mut change, checksummed, record_len);
             }
             // The open batch is full: the committer seals it when the pipeline has room.
@@ -402,11 +495,11 @@ impl<D: Device + 'static> Store<D> {
                 continue;
             }
             let pooled = self.writer.pool.config().buf_bytes;
-            let buf = if single_record_batch_bytes(value.len() as u32, self.block_bytes) <= pooled {
-                BatchBuf::Pooled(self.writer.pool.get().await)
+            let single = single_record_batch_bytes(value.len() as u32, self.block_bytes);
+            let (buf, limit_bytes) = if single <= pooled {
+                (BatchBuf::Pooled(self.writer.pool.get().await), pooled)
             } else {
-                let bytes = single_record_batch_bytes(value.len() as u32, self.block_bytes);
-                BatchBuf::Owned(AlignedBuf::new(bytes, self.block_bytes.max(4096)))
+                (BatchBuf::Owned(AlignedBuf::new(single, self.block_bytes.max(4096))), single)
             };
             // The store may have stopped, or another request opened a batch, while this one
             // waited for a buffer.
@@ -415,13 +508,93 @@ impl<D: Device + 'static> Store<D> {
                 drop(buf);
                 continue;
             }
-            self.open_batch(buf);
+            self.open_batch(buf, limit_bytes);
         };
         self.writer.wake_committer();
         shared.wait().await
     }
 
-    fn open_batch(&self, mut buf: BatchBuf) {
+    /// Whether the open batch has room for a record of `record_len` bytes (and the padding
+    /// that may follow it); `None` when no batch is open.
+    fn open_has_room(&self, record_len: usize) -> Option<bool> {
+        let open = self.writer.open.borrow();
+        let batch = open.as_ref()?;
+        let used = match &batch.buf {
+            BatchBuf::Pooled(buf) => buf.len(),
+            BatchBuf::Owned(buf) => buf.len(),
+        };
+        Some(used + record_len + RECORD_HEADER_BYTES <= batch.limit_bytes)
+    }
+
+    /// Appends a block whose value sits in a buffer laid out as its own batch: the buffer
+    /// becomes the open batch when none is open; when one is open with room, the value is
+    /// copied into it; when one is open and full, it waits for the committer to take it.
+    async fn append_own_batch(
+        self: &Rc<Self>,
+        mut change: IndexChange,
+        value: ValueBuf,
+        chunk_crcs: &[u32],
+        value_crc: u32,
+    ) -> StoreResult<PutOutcome> {
+        let record_len = format::record_bytes(change.value_len);
+        let shared = loop {
+            self.check_writable()?;
+            match self.open_has_room(record_len) {
+                Some(true) => {
+                    let checksummed = Checksummed { value: value.value(), chunk_crcs, value_crc };
+                    let shared = self.encode_into_open(&mut change, &checksummed, record_len);
+                    value.recycle();
+                    break shared;
+                }
+                Some(false) => self.wait_for_open_taken().await,
+                None => break self.open_own_batch(&mut change, value.buf, chunk_crcs, value_crc),
+            }
+        };
+        self.writer.wake_committer();
+        shared.wait().await?;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Opens a batch in `buf`, which holds a value at the position of the batch's first record
+    /// (see [`own_batch_value_start`]), and encodes that record's header around it.
+    fn open_own_batch(
+        &self,
+        change: &mut IndexChange,
+        buf: AlignedBuf,
+        chunk_crcs: &[u32],
+        value_crc: u32,
+    ) -> Rc<BatchShared> {
+        let limit_bytes = single_record_batch_bytes(change.value_len, self.block_bytes);
+        self.open_batch(BatchBuf::Owned(buf), limit_bytes);
+        let mut open = self.writer.open.borrow_mut();
+        let batch = open.as_mut().expect("just opened");
+        let seq = self.writer.next_seq.get();
+        self.writer.next_seq.set(seq + 1);
+        let buf = batch.buf.buf();
+        let position = buf.len();
+        assert_eq!(
+            Some(position + format::value_offset(change.value_len)),
+            own_batch_value_start(change.value_len as usize),
+            "the value sits where the batch's first record puts it"
+        );
+        let record_len = format::record_bytes(change.value_len);
+        buf.set_len(position + record_len);
+        format::encode_record_around_value(
+            &mut buf[position..position + record_len],
+            change.kind,
+            seq,
+            &change.key,
+            change.value_len,
+            chunk_crcs,
+            value_crc,
+        );
+        change.position = position;
+        batch.changes.push(*change);
+        self.stats.values_in_place.set(self.stats.values_in_place.get() + 1);
+        batch.shared.clone()
+    }
+
+    fn open_batch(&self, mut buf: BatchBuf, limit_bytes: usize) {
         let seq = self.writer.next_seq.get();
         self.writer.next_seq.set(seq + 1);
         let b = buf.buf();
@@ -434,7 +607,8 @@ impl<D: Device + 'static> Store<D> {
             zone: Cell::new(0),
             start: Cell::new(0),
         });
-        *self.writer.open.borrow_mut() = Some(OpenBatch { buf, seq, changes: Vec::new(), shared });
+        *self.writer.open.borrow_mut() =
+            Some(OpenBatch { buf, limit_bytes, seq, changes: Vec::new(), shared });
     }
 
     fn encode_into_open(
@@ -604,7 +778,12 @@ impl<D: Device + 'static> Store<D> {
             };
             let mut result = match buf {
                 BatchBuf::Pooled(buf) => store.disk.write_at(offset, buf, flags).await.0,
-                BatchBuf::Owned(buf) => store.disk.write_at(offset, buf, flags).await.0,
+                BatchBuf::Owned(buf) => {
+                    let (result, buf) = store.disk.write_at(offset, buf, flags).await;
+                    // A value's own batch serves as the next large value's receive buffer.
+                    buf.recycle();
+                    result
+                }
             };
             if result.is_ok() && sync == SyncMode::WriteThenFdatasync {
                 result = store.disk.flush().await;
