@@ -453,6 +453,21 @@ fn every_limit_hit_on_purpose_and_the_daemon_still_serves() {
     assert!(waited >= Duration::from_millis(400), "closed after {waited:?}");
     assert!(waited < Duration::from_secs(15), "closed after {waited:?}");
 
+    // A PUT whose large value stops arriving halfway (the daemon receives such a value in
+    // one operation): closed after the read timeout, and nothing is stored.
+    let mut stalled = Raw::connect(addr);
+    let big = value(77, 2 << 20);
+    let mut frame = Vec::new();
+    put_request(77, 0, key(77), &big).encode(&mut frame);
+    frame.extend_from_slice(&big[..1 << 20]);
+    let started = Instant::now();
+    stalled.stream.write_all(&frame).unwrap();
+    stalled.expect_closed();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400), "closed after {waited:?}");
+    assert!(waited < Duration::from_secs(15), "closed after {waited:?}");
+    assert!(!good.exists(0, &key(77)).unwrap(), "nothing stored from a stalled value");
+
     // An idle connection is closed after the idle timeout.
     let mut idle = Raw::connect(addr);
     let started = Instant::now();

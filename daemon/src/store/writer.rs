@@ -2,11 +2,12 @@
 //! order, acknowledged in order, and applied to the index only once acknowledged.
 //!
 //! A request encodes its record straight into the open batch's aligned buffer (one copy of the
-//! value) and waits. The disk's committer task seals the open batch whenever fewer than
-//! [`PIPELINE_DEPTH`] batches are in flight: while the device is busy, requests pile into the
-//! next batch, so concurrent PUTs share one write and one flush (RWF_DSYNC, FUA on devices that
-//! have it). A batch is acknowledged when its write and every earlier batch's write completed;
-//! only then are its records applied to the index and its requests answered.
+//! value; none for a large value the server received in place, [`ValueBuf`]) and waits. The
+//! disk's committer task seals the open batch whenever fewer than [`PIPELINE_DEPTH`] batches
+//! are in flight: while the device is busy, requests pile into the next batch, so concurrent
+//! PUTs share one write and one flush (RWF_DSYNC, FUA on devices that have it). A batch is
+//! acknowledged when its write and every earlier batch's write completed; only then are its
+//! records applied to the index and its requests answered.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -160,8 +161,6 @@ pub(super) struct Writer {
     committer: RefCell<Option<Waker>>,
     /// Requests waiting for the committer to take a full open batch.
     taken_waiters: RefCell<Vec<Waker>>,
-    /// The open batch is full: seal it as soon as the pipeline has room.
-    full: Cell<bool>,
     /// A zone was abandoned after a failed write: checkpoint before opening another.
     checkpoint_before_new_zone: Cell<bool>,
     stopping: Cell<bool>,
@@ -203,7 +202,6 @@ impl Writer {
             first_data_zone,
             committer: RefCell::new(None),
             taken_waiters: RefCell::new(Vec::new()),
-            full: Cell::new(false),
             checkpoint_before_new_zone: Cell::new(false),
             stopping: Cell::new(false),
             read_only: RefCell::new(None),
@@ -639,7 +637,6 @@ impl<D: Device + 'static> Store<D> {
 
     /// Waits until the committer has taken the current open batch.
     async fn wait_for_open_taken(&self) {
-        self.writer.full.set(true);
         self.writer.wake_committer();
         let current = self.writer.open.borrow().as_ref().map(|b| b.seq);
         std::future::poll_fn(|cx| {
@@ -695,7 +692,6 @@ impl<D: Device + 'static> Store<D> {
     /// Takes the open batch, submits it, and starts a checkpoint when one is due.
     async fn commit_once(self: &Rc<Self>) {
         let batch = self.writer.open.borrow_mut().take();
-        self.writer.full.set(false);
         for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
             waker.wake();
         }
