@@ -127,6 +127,79 @@ struct OpenBatch {
 /// sequence number and its size.
 type InFlight = (Rc<BatchShared>, Vec<IndexChange>, u64, u64);
 
+/// Requests that found no room in the open batch, in arrival order. Only the first may open a
+/// batch, take a batch buffer from the pool, or wait for the open batch to be taken; the others
+/// sleep until they are first. Without it every waiter was woken whenever a batch was taken and
+/// they raced with each other and with new requests, so a request could lose many rounds in a
+/// row (1 MiB PUTs at 64 writers: a p99 of 1.7 s against a median of 23 ms; a PUT that waited
+/// for 96 batches in the store test).
+#[derive(Default)]
+struct Admission {
+    queue: RefCell<VecDeque<(u64, Option<Waker>)>>,
+    next_ticket: Cell<u64>,
+}
+
+impl Admission {
+    /// Joins the queue at its end.
+    fn enter(&self) -> Turn<'_> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        self.queue.borrow_mut().push_back((ticket, None));
+        Turn { admission: self, ticket }
+    }
+
+    /// Wakes every waiting request (the store stopped: they fail and leave the queue).
+    fn wake_all(&self) {
+        let wakers: Vec<Waker> =
+            self.queue.borrow_mut().iter_mut().filter_map(|(_, w)| w.take()).collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// A request's place in the [`Admission`] queue; leaving it (dropped: served, failed or
+/// cancelled) wakes the next.
+struct Turn<'a> {
+    admission: &'a Admission,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    fn is_first(&self) -> bool {
+        self.admission.queue.borrow().front().is_some_and(|(t, _)| *t == self.ticket)
+    }
+
+    /// Waits until this request is first in the queue, or until `stopped` says so.
+    async fn wait_first(&self, stopped: impl Fn() -> bool) {
+        std::future::poll_fn(|cx| {
+            if self.is_first() || stopped() {
+                return Poll::Ready(());
+            }
+            let mut queue = self.admission.queue.borrow_mut();
+            if let Some(entry) = queue.iter_mut().find(|(t, _)| *t == self.ticket) {
+                entry.1 = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let next = {
+            let mut queue = self.admission.queue.borrow_mut();
+            let was_first = queue.front().is_some_and(|(t, _)| *t == self.ticket);
+            queue.retain(|(t, _)| *t != self.ticket);
+            if was_first { queue.front_mut().and_then(|(_, w)| w.take()) } else { None }
+        };
+        if let Some(waker) = next {
+            waker.wake();
+        }
+    }
+}
+
 /// Per-zone bookkeeping of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct ZoneLog {
@@ -161,6 +234,8 @@ pub(super) struct Writer {
     committer: RefCell<Option<Waker>>,
     /// Requests waiting for the committer to take a full open batch.
     taken_waiters: RefCell<Vec<Waker>>,
+    /// Requests that found no room in the open batch, served in arrival order.
+    admission: Admission,
     /// A zone was abandoned after a failed write: checkpoint before opening another.
     checkpoint_before_new_zone: Cell<bool>,
     stopping: Cell<bool>,
@@ -202,6 +277,7 @@ impl Writer {
             first_data_zone,
             committer: RefCell::new(None),
             taken_waiters: RefCell::new(Vec::new()),
+            admission: Admission::default(),
             checkpoint_before_new_zone: Cell::new(false),
             stopping: Cell::new(false),
             read_only: RefCell::new(None),
@@ -482,10 +558,14 @@ impl<D: Device + 'static> Store<D> {
     ) -> StoreResult<()> {
         let value = checksummed.value;
         let record_len = format::record_bytes(value.len() as u32);
+        let mut turn = None;
         let shared = loop {
             self.check_writable()?;
             if self.open_has_room(record_len) == Some(true) {
                 break self.encode_into_open(&mut change, checksummed, record_len);
+            }
+            if !self.first_in_line(&mut turn).await {
+                continue;
             }
             // The open batch is full: the committer seals it when the pipeline has room.
             if self.writer.open.borrow().is_some() {
@@ -508,8 +588,23 @@ impl<D: Device + 'static> Store<D> {
             }
             self.open_batch(buf, limit_bytes);
         };
+        // The next request in line may go on while this one waits for its batch.
+        drop(turn);
         self.writer.wake_committer();
         shared.wait().await
+    }
+
+    /// Whether this request is first among those that found no room (joining the line if it
+    /// is not in it yet); when it is not, waits until it is (or the store stops) and returns
+    /// false so the caller looks at the open batch again.
+    async fn first_in_line<'a>(&'a self, turn: &mut Option<Turn<'a>>) -> bool {
+        let turn = turn.get_or_insert_with(|| self.writer.admission.enter());
+        if turn.is_first() {
+            return true;
+        }
+        turn.wait_first(|| self.writer.stopping.get() || self.writer.read_only.borrow().is_some())
+            .await;
+        false
     }
 
     /// Whether the open batch has room for a record of `record_len` bytes (and the padding
@@ -535,19 +630,25 @@ impl<D: Device + 'static> Store<D> {
         value_crc: u32,
     ) -> StoreResult<PutOutcome> {
         let record_len = format::record_bytes(change.value_len);
+        let mut turn = None;
         let shared = loop {
             self.check_writable()?;
-            match self.open_has_room(record_len) {
-                Some(true) => {
-                    let checksummed = Checksummed { value: value.value(), chunk_crcs, value_crc };
-                    let shared = self.encode_into_open(&mut change, &checksummed, record_len);
-                    value.recycle();
-                    break shared;
-                }
-                Some(false) => self.wait_for_open_taken().await,
+            let room = self.open_has_room(record_len);
+            if room == Some(true) {
+                let checksummed = Checksummed { value: value.value(), chunk_crcs, value_crc };
+                let shared = self.encode_into_open(&mut change, &checksummed, record_len);
+                value.recycle();
+                break shared;
+            }
+            if !self.first_in_line(&mut turn).await {
+                continue;
+            }
+            match room {
+                Some(_) => self.wait_for_open_taken().await,
                 None => break self.open_own_batch(&mut change, value.buf, chunk_crcs, value_crc),
             }
         };
+        drop(turn);
         self.writer.wake_committer();
         shared.wait().await?;
         Ok(PutOutcome::Stored)
@@ -982,12 +1083,14 @@ impl<D: Device + 'static> Store<D> {
         for waker in self.writer.taken_waiters.borrow_mut().drain(..) {
             waker.wake();
         }
+        self.writer.admission.wake_all();
         self.writer.wake_committer();
     }
 
     /// Stops taking writes and waits until every accepted write is acknowledged.
     pub(super) async fn drain_writes(self: &Rc<Self>) {
         self.writer.stopping.set(true);
+        self.writer.admission.wake_all();
         self.writer.wake_committer();
         std::future::poll_fn(|cx| {
             let open = self.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
