@@ -407,6 +407,16 @@ pub async fn yield_now() {
     .await;
 }
 
+/// Hands the operations queued on this core's ring to the kernel now, instead of when the
+/// core loop next turns the ring: for a task that starts a read and then computes for a while
+/// without yielding (a scan parsing one window while the next is read). Outside a core it
+/// does nothing.
+pub fn submit_now() {
+    if let Ok(reactor) = current_reactor() {
+        reactor.submit_queued();
+    }
+}
+
 /// The ring features of the core running on this thread, if any.
 pub fn current_reactor_features() -> Option<crate::reactor::RingFeatures> {
     current_reactor().ok().map(|reactor| reactor.features())

@@ -20,6 +20,8 @@ pub mod sys;
 pub mod time;
 
 pub use error::{Error, OpKind, Result};
-pub use executor::{Core, CoreHandle, JoinHandle, spawn, spawn_background, spawn_with, yield_now};
+pub use executor::{
+    Core, CoreHandle, JoinHandle, spawn, spawn_background, spawn_with, submit_now, yield_now,
+};
 pub use reactor::Priority;
 pub use runtime::{CoreInfo, Runtime, RuntimeConfig};

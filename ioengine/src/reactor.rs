@@ -216,9 +216,8 @@ impl Reactor {
             // SAFETY: the caller keeps the entry's resources alive until completion.
             if unsafe { ring.submission().push(entry) }.is_ok() {
                 if ring.submission().len() >= SUBMIT_BATCH_MAX {
-                    // EBUSY/EAGAIN/EINTR leave the entries queued: the next turn submits them
-                    // (and reaps first). Other errors surface there too, with their context.
-                    let _ = ring.submit();
+                    drop(ring);
+                    self.submit_queued();
                 }
                 return;
             }
@@ -232,6 +231,16 @@ impl Reactor {
                 Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
                 Err(err) => panic!("io_uring_enter failed while flushing a full queue: {err}"),
             }
+        }
+    }
+
+    /// Hands the queued submissions to the kernel without waiting for completions. EBUSY,
+    /// EAGAIN and EINTR leave them queued: the next turn submits them (and reaps first); other
+    /// errors surface there too, with their context.
+    pub(crate) fn submit_queued(&self) {
+        let mut ring = self.ring.borrow_mut();
+        if !ring.submission().is_empty() {
+            let _ = ring.submit();
         }
     }
 

@@ -51,6 +51,16 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--records")?;
             }
             "--dir" => dir = PathBuf::from(args.next().context("--dir needs a path")?),
+            "-h" | "--help" => {
+                println!(
+                    "store-restart: restart time of the store against records on disk\n\n\
+                     Usage: store-restart [--records N,M,...] [--dir DIR] [--smoke]\n\n  \
+                     --records  record counts to measure (default 100000,1000000)\n  \
+                     --dir      directory of the test file (default: the temp dir)\n  \
+                     --smoke    one quick run of 20000 records (CI)"
+                );
+                std::process::exit(0);
+            }
             other => bail!("unknown argument {other:?} (use --records N,M, --dir DIR or --smoke)"),
         }
     }

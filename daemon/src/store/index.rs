@@ -227,6 +227,20 @@ impl Index {
         }
     }
 
+    /// Adds slots for tags that have none and are distinct (bulk loading: the caller looked
+    /// each up with [`Index::candidates_tagged`]), in one sort and one merge into the base
+    /// instead of a hash-table insert each; the delta is folded in too.
+    pub fn insert_new_tags(&mut self, fresh: Vec<(u64, Location)>) {
+        let mut slots: Vec<Slot> = self.delta.drain().collect();
+        slots.reserve(fresh.len());
+        for (tag, location) in fresh {
+            debug_assert!(self.by_tag(tag).is_none(), "tag {tag:#x} has a slot");
+            assert_ne!(location.zone, DEAD_ZONE, "zone number reserved for dead slots");
+            slots.push(Slot::new(tag, location));
+        }
+        self.merge_sorted(slots);
+    }
+
     /// Appends a tag slot while restoring a checkpoint whose entries come sorted by tag.
     /// Falls back to `insert_tag` if the order is broken (a damaged checkpoint is rejected by
     /// its checksum first; this only keeps the index correct regardless).
@@ -265,11 +279,6 @@ impl Index {
         Some(location)
     }
 
-    /// Makes room for `additional` inserts into the delta (bulk loading).
-    pub fn reserve_delta(&mut self, additional: usize) {
-        self.delta.reserve(additional, |s| s.tag);
-    }
-
     /// Defers merges while bulk loading; ending the deferral merges.
     pub fn defer_merges(&mut self, deferred: bool) {
         self.merge_deferred = deferred;
@@ -280,7 +289,13 @@ impl Index {
 
     /// Folds the delta into the base: one exactly sized sorted vector, dead slots dropped.
     pub fn merge(&mut self) {
-        let mut delta: Vec<Slot> = self.delta.drain().collect();
+        let delta: Vec<Slot> = self.delta.drain().collect();
+        self.merge_sorted(delta);
+    }
+
+    /// Sorts `delta` (slots whose tags the base does not have, or has dead) and merges it
+    /// with the base's live slots into a new, exactly sized base; the delta table is emptied.
+    fn merge_sorted(&mut self, mut delta: Vec<Slot>) {
         delta.sort_unstable_by_key(|s| s.tag);
         let live = self.base.len() - self.base_dead + delta.len();
         let mut merged = Vec::with_capacity(live);

@@ -8,7 +8,10 @@
 //! the empty zones after it in ascending order; the scan stops at the first empty zone that has
 //! no fresh batch at its start.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use ioengine::buf::AlignedBuf;
 use ioengine::checksum::{CHUNK_BYTES, crc32c};
@@ -21,6 +24,7 @@ use super::format::{
     RECORD_HEADER_BYTES, RecordKind, SUPERBLOCK_COPIES, Superblock, ZONE_STATE_FINISHED, ZoneState,
 };
 use super::index::Index;
+use super::reader::ReadBuf;
 use super::writer::{
     Writer, ZoneLog, batch_bytes_limit, batch_record_bytes, single_record_batch_bytes,
 };
@@ -30,6 +34,10 @@ use super::{
 
 /// Bytes read per I/O while scanning the log.
 const SCAN_READ_BYTES: usize = 4 << 20;
+/// How far a scan's read-ahead window reaches back into the window before it: a record that
+/// straddles a window's end and is no longer than this is read whole with the next window.
+const READ_AHEAD_OVERLAP_BYTES: u64 = 64 << 10;
+const _: () = assert!(READ_AHEAD_OVERLAP_BYTES < SCAN_READ_BYTES as u64);
 
 /// What opening a disk found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -327,14 +335,36 @@ impl<D: Device + 'static> Store<D> {
     /// Applies tail records in sequence order, resolving which key owns a tag on disk when
     /// the tag was not set by the tail itself.
     async fn apply_tail(&self, tail: &[TailRecord]) -> StoreResult<()> {
-        // Which key owns each tag the tail itself set (tags are already uniform hashes).
+        let tags: Vec<u64> = {
+            let index = self.index.borrow();
+            tail.iter().map(|r| index.tag(&r.key)).collect()
+        };
+        // Tags that more than one tail record has (a key stored, deleted and stored again, or
+        // two keys sharing a tag): only for those must the loop remember which key the tail
+        // gave the tag to. Finding them by sorting costs less than a map of every tag.
+        let repeated: hashbrown::HashSet<u64, IdentityHash> = {
+            let mut sorted = tags.clone();
+            sorted.sort_unstable();
+            sorted.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
+        };
+        // Which key owns each repeated tag the tail itself set.
         let mut tail_owner: hashbrown::HashMap<u64, Key, IdentityHash> =
-            hashbrown::HashMap::with_capacity_and_hasher(tail.len(), IdentityHash);
+            hashbrown::HashMap::with_hasher(IdentityHash);
+        // Blocks of keys new to the index whose tag no other tail record has: added all at once
+        // at the end (one sort and merge), which leaves the rest nothing to find among them.
+        let mut fresh: Vec<(u64, Location)> = Vec::with_capacity(tail.len());
         self.index.borrow_mut().defer_merges(true);
-        self.index.borrow_mut().reserve_delta(tail.len());
-        for record in tail {
-            let tag = self.index.borrow().tag(&record.key);
+        for (record, &tag) in tail.iter().zip(&tags) {
             let candidates = self.index.borrow().candidates_tagged(&record.key, tag);
+            let repeats = repeated.contains(&tag);
+            if record.kind == RecordKind::Block
+                && candidates.by_tag.is_none()
+                && candidates.exact.is_none()
+                && !repeats
+            {
+                fresh.push((tag, record.location));
+                continue;
+            }
             let exact = candidates.exact.is_some();
             let tag_is_key = match candidates.by_tag {
                 None => false,
@@ -351,7 +381,7 @@ impl<D: Device + 'static> Store<D> {
                 RecordKind::Block => {
                     let free = candidates.by_tag.is_none();
                     index.insert_tagged(&record.key, tag, record.location, tag_is_key || free);
-                    if tag_is_key || free {
+                    if (tag_is_key || free) && repeats {
                         tail_owner.insert(tag, record.key);
                     }
                 }
@@ -366,7 +396,9 @@ impl<D: Device + 'static> Store<D> {
                 RecordKind::Padding | RecordKind::Batch => {}
             }
         }
-        self.index.borrow_mut().defer_merges(false);
+        let mut index = self.index.borrow_mut();
+        index.insert_new_tags(fresh);
+        index.defer_merges(false);
         Ok(())
     }
 
@@ -824,19 +856,69 @@ struct Gap {
     seq_before: u64,
 }
 
-/// A sliding read window over one zone for the scanner (and the admin tools' walk).
+/// A read of a scan window: its zone offset, its length and the read in flight.
+type WindowRead<'a> =
+    (u64, usize, Pin<Box<dyn Future<Output = StoreResult<(ReadBuf, usize)>> + 'a>>);
+
+/// A sliding read window over one zone for the scanner (and the admin tools' walk). When it
+/// reads a window it starts reading the next one, so the device works while the scanner
+/// parses (the scan used to wait for every 4 MiB read in turn).
 pub(super) struct ScanWindow<'a, D: Device + 'static> {
     store: &'a Store<D>,
     zone: ZoneIndex,
     capacity: u64,
-    buf: Option<super::reader::ReadBuf>,
+    buf: Option<ReadBuf>,
     buf_start: u64,
+    next: Option<WindowRead<'a>>,
     pub(super) read_bytes: u64,
 }
 
 impl<'a, D: Device + 'static> ScanWindow<'a, D> {
     pub(super) fn new(store: &'a Store<D>, zone: ZoneIndex, capacity: u64) -> Self {
-        ScanWindow { store, zone, capacity, buf: None, buf_start: 0, read_bytes: 0 }
+        ScanWindow { store, zone, capacity, buf: None, buf_start: 0, next: None, read_bytes: 0 }
+    }
+
+    /// A window that holds `[start, end)`: the one read ahead when it does (a failed
+    /// read-ahead is read again, so only a window the scan needs can fail it), else a new read
+    /// of `want` bytes from `start`. Returns the buffer and its zone offset.
+    async fn read_window(
+        &mut self,
+        start: u64,
+        end: u64,
+        want: usize,
+    ) -> StoreResult<(ReadBuf, u64)> {
+        if let Some((at, len, read)) = self.next.take() {
+            if at <= start && end <= at + len as u64 {
+                if let Ok((buf, 0)) = read.await {
+                    self.read_bytes += len as u64;
+                    return Ok((buf, at));
+                }
+            }
+        }
+        let (buf, at) = self.store.read_span(self.zone, start, want).await?;
+        debug_assert_eq!(at, 0);
+        self.read_bytes += want as u64;
+        Ok((buf, start))
+    }
+
+    /// Starts reading the window after one that ends at `end` (overlapping it by
+    /// [`READ_AHEAD_OVERLAP_BYTES`], so a record that straddles the end is in the next window
+    /// whole) and hands the read to the kernel now, so it proceeds while the caller parses.
+    async fn read_ahead(&mut self, end: u64) {
+        if end >= self.capacity {
+            return;
+        }
+        let start = end.saturating_sub(READ_AHEAD_OVERLAP_BYTES);
+        let want = SCAN_READ_BYTES.min((self.capacity - start) as usize);
+        let mut read = Box::pin(self.store.read_span(self.zone, start, want));
+        // One poll queues the read on the ring (a ready result is kept as it is).
+        let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let read: Pin<Box<dyn Future<Output = _> + 'a>> = match polled {
+            Poll::Ready(result) => Box::pin(std::future::ready(result)),
+            Poll::Pending => read,
+        };
+        ioengine::submit_now();
+        self.next = Some((start, want, read));
     }
 
     /// The bytes `[pos, pos + len)` of the zone (clipped to the capacity).
@@ -852,11 +934,11 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
             let want =
                 ((end - start) as usize).max(SCAN_READ_BYTES).next_multiple_of(block as usize);
             let want = want.min((self.capacity - start) as usize);
-            let (buf, at) = self.store.read_span(self.zone, start, want).await?;
-            debug_assert_eq!(at, 0);
-            self.read_bytes += want as u64;
+            let (buf, buf_start) = self.read_window(start, end, want).await?;
+            let buf_end = buf_start + buf.len() as u64;
             self.buf = Some(buf);
-            self.buf_start = start;
+            self.buf_start = buf_start;
+            self.read_ahead(buf_end).await;
         }
         let buf = self.buf.as_ref().expect("filled above");
         let from = (pos - self.buf_start) as usize;
