@@ -303,7 +303,7 @@ fn a_new_format_forgets_everything_of_the_old_one() {
 /// A value as the server receives it: laid out where `ValueBuf::layout` says.
 fn received(v: &[u8]) -> (store::ValueBuf, Vec<u32>, u32) {
     let (start, bytes) = store::ValueBuf::layout(v.len());
-    let mut buf = ioengine::buf::AlignedBuf::reuse_or_new(bytes, 4096);
+    let mut buf = ioengine::buf::AlignedBuf::reuse_or_for_writes(bytes, 4096);
     buf.set_len(start);
     buf.extend_from_slice(v);
     let mut crcs = Vec::new();

@@ -119,17 +119,9 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     /// Allocates `capacity` zeroed bytes aligned to `align`. `capacity` is rounded up to a
     /// multiple of `align`; `align` must be a power of two.
-    ///
-    /// A buffer of [`HUGE_BUF_BYTES_MIN`] or more is rounded up to whole 2 MiB huge pages,
-    /// 2 MiB-aligned and advised to use transparent huge pages before it is touched, like a
-    /// large [`BufPool`]: a 1 MiB O_DIRECT write from it is then one physical segment and one
-    /// device request (from 4 KiB pages it is 257 segments, two requests on virtio).
     pub fn new(capacity: usize, align: usize) -> AlignedBuf {
         assert!(align.is_power_of_two(), "alignment {align} is not a power of two");
         let capacity = capacity.max(1).next_multiple_of(align);
-        if capacity >= HUGE_BUF_BYTES_MIN {
-            return AlignedBuf::new_huge(capacity, align);
-        }
         let layout = Layout::from_size_align(capacity, align).expect("valid aligned layout");
         // SAFETY: the layout has a non-zero size (capacity >= align >= 1).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
@@ -137,7 +129,19 @@ impl AlignedBuf {
         AlignedBuf { ptr, len: 0, capacity, align, owned: true }
     }
 
-    fn new_huge(capacity: usize, align: usize) -> AlignedBuf {
+    /// [`AlignedBuf::new`] for a buffer that large O_DIRECT writes are made from: from
+    /// [`HUGE_BUF_BYTES_MIN`] up it is rounded up to whole 2 MiB huge pages, 2 MiB-aligned and
+    /// advised to use transparent huge pages before it is touched, like a large [`BufPool`]. A
+    /// 1 MiB write from it is then one physical segment and one device request (from 4 KiB
+    /// pages it is 257 segments, two requests on virtio). Allocating it costs more (zeroing,
+    /// and with THP `defrag = madvise` possibly compaction), so it is for buffers that are
+    /// recycled, not for one-off reads.
+    pub fn for_writes(capacity: usize, align: usize) -> AlignedBuf {
+        assert!(align.is_power_of_two(), "alignment {align} is not a power of two");
+        let capacity = capacity.max(1).next_multiple_of(align);
+        if capacity < HUGE_BUF_BYTES_MIN {
+            return AlignedBuf::new(capacity, align);
+        }
         let capacity = capacity.next_multiple_of(HUGE_PAGE_BYTES);
         let align = align.max(HUGE_PAGE_BYTES);
         let layout = Layout::from_size_align(capacity, align).expect("valid aligned layout");
@@ -156,8 +160,18 @@ impl AlignedBuf {
     /// buffer is not zero-filled again: it holds its earlier bytes (initialised memory; the
     /// length starts at 0 either way). For buffers filled right away, such as a received value.
     pub fn reuse_or_new(capacity: usize, align: usize) -> AlignedBuf {
+        AlignedBuf::reuse(capacity, align).unwrap_or_else(|| AlignedBuf::new(capacity, align))
+    }
+
+    /// [`AlignedBuf::reuse_or_new`] whose new buffer is [`AlignedBuf::for_writes`].
+    pub fn reuse_or_for_writes(capacity: usize, align: usize) -> AlignedBuf {
+        AlignedBuf::reuse(capacity, align)
+            .unwrap_or_else(|| AlignedBuf::for_writes(capacity, align))
+    }
+
+    fn reuse(capacity: usize, align: usize) -> Option<AlignedBuf> {
         let wanted = capacity.max(1).next_multiple_of(align);
-        let found = RECYCLED.with(|cache| {
+        RECYCLED.with(|cache| {
             let mut cache = cache.borrow_mut();
             // Best fit among buffers no more than twice the size.
             let index = cache
@@ -170,17 +184,11 @@ impl AlignedBuf {
                 })
                 .min_by_key(|(_, b)| b.capacity)
                 .map(|(i, _)| i)?;
-            let buf = cache.buffers.swap_remove(index);
+            let mut buf = cache.buffers.swap_remove(index);
             cache.bytes -= buf.capacity;
+            buf.len = 0;
             Some(buf)
-        });
-        match found {
-            Some(mut buf) => {
-                buf.len = 0;
-                buf
-            }
-            None => AlignedBuf::new(capacity, align),
-        }
+        })
     }
 
     /// Keeps the buffer in this thread's cache for [`AlignedBuf::reuse_or_new`], up to
@@ -390,8 +398,8 @@ pub struct BufPool {
 
 /// Huge page size asked for large pools (x86-64 and arm64 with 4 KiB base pages).
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
-/// [`AlignedBuf::new`] backs buffers of at least this many bytes with huge pages (so at most
-/// half of such a buffer's memory is rounding).
+/// [`AlignedBuf::for_writes`] backs buffers of at least this many bytes with huge pages (so at
+/// most half of such a buffer's memory is rounding).
 pub const HUGE_BUF_BYTES_MIN: usize = HUGE_PAGE_BYTES / 2;
 
 /// Largest buffer count a pool may have: io_uring buffer indexes are u16.
@@ -607,7 +615,7 @@ mod tests {
         let buf = AlignedBuf::new(1 << 20, 4096);
         let ptr = buf.stable_ptr();
         buf.recycle();
-        let again = AlignedBuf::reuse_or_new(1 << 20, 4096);
+        let again = AlignedBuf::reuse_or_for_writes(1 << 20, 4096);
         assert_eq!(again.stable_ptr(), ptr, "the recycled buffer came back");
         assert!(again.is_empty());
         again.recycle();
@@ -656,7 +664,8 @@ mod tests {
 
     #[test]
     fn large_buffers_are_whole_huge_pages_and_recycle_for_smaller_alignments() {
-        let buf = AlignedBuf::new((1 << 20) + 4096, 4096);
+        assert_eq!(AlignedBuf::new((1 << 20) + 4096, 4096).capacity(), (1 << 20) + 4096);
+        let buf = AlignedBuf::for_writes((1 << 20) + 4096, 4096);
         assert_eq!(buf.capacity(), HUGE_PAGE_BYTES, "rounded up to a huge page");
         assert_eq!(buf.as_ptr() as usize % HUGE_PAGE_BYTES, 0, "huge-page aligned");
         let mut buf = buf;
@@ -664,10 +673,10 @@ mod tests {
         buf.extend_from_slice(&[7; 100]);
         let ptr = buf.as_ptr() as usize;
         buf.recycle();
-        let again = AlignedBuf::reuse_or_new(1 << 20, 4096);
+        let again = AlignedBuf::reuse_or_for_writes(1 << 20, 4096);
         assert_eq!(again.as_ptr() as usize, ptr, "the huge buffer serves a 4096-aligned request");
         assert_eq!(again.len(), 0);
-        let small = AlignedBuf::new(HUGE_BUF_BYTES_MIN - 4096, 4096);
+        let small = AlignedBuf::for_writes(HUGE_BUF_BYTES_MIN - 4096, 4096);
         assert_eq!(small.capacity(), HUGE_BUF_BYTES_MIN - 4096, "below the threshold: as asked");
     }
 }

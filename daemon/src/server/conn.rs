@@ -690,7 +690,7 @@ impl RxBuf {
         let end = start + len;
         // Every byte is received or copied before it is read (the ones before `start` are
         // the store's to overwrite): a recycled buffer saves the zero-fill of a new one.
-        let mut value = AlignedBuf::reuse_or_new(bytes, 4096);
+        let mut value = AlignedBuf::reuse_or_for_writes(bytes, 4096);
         value.set_len(start);
         let buffered = self.available().len().min(len);
         value.extend_from_slice(&self.available()[..buffered]);

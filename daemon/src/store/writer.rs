@@ -577,7 +577,8 @@ impl<D: Device + 'static> Store<D> {
             let (buf, limit_bytes) = if single <= pooled {
                 (BatchBuf::Pooled(self.writer.pool.get().await), pooled)
             } else {
-                (BatchBuf::Owned(AlignedBuf::new(single, self.block_bytes.max(4096))), single)
+                let buf = AlignedBuf::reuse_or_for_writes(single, self.block_bytes.max(4096));
+                (BatchBuf::Owned(buf), single)
             };
             // The store may have stopped, or another request opened a batch, while this one
             // waited for a buffer.
