@@ -666,32 +666,25 @@ impl<D: Device + 'static> Store<D> {
     ) -> Rc<BatchShared> {
         let limit_bytes = single_record_batch_bytes(change.value_len, self.block_bytes);
         self.open_batch(BatchBuf::Owned(buf), limit_bytes);
-        let mut open = self.writer.open.borrow_mut();
-        let batch = open.as_mut().expect("just opened");
-        let seq = self.writer.next_seq.get();
-        self.writer.next_seq.set(seq + 1);
-        let buf = batch.buf.buf();
-        let position = buf.len();
-        assert_eq!(
-            Some(position + format::value_offset(change.value_len)),
-            own_batch_value_start(change.value_len as usize),
-            "the value sits where the batch's first record puts it"
-        );
         let record_len = format::record_bytes(change.value_len);
-        buf.set_len(position + record_len);
-        format::encode_record_around_value(
-            &mut buf[position..position + record_len],
-            change.kind,
-            seq,
-            &change.key,
-            change.value_len,
-            chunk_crcs,
-            value_crc,
-        );
-        change.position = position;
-        batch.changes.push(*change);
+        let shared = self.append_record(change, record_len, |out, seq, change, position| {
+            assert_eq!(
+                Some(position + format::value_offset(change.value_len)),
+                own_batch_value_start(change.value_len as usize),
+                "the value sits where the batch's first record puts it"
+            );
+            format::encode_record_around_value(
+                out,
+                change.kind,
+                seq,
+                &change.key,
+                change.value_len,
+                chunk_crcs,
+                value_crc,
+            );
+        });
         self.stats.values_in_place.set(self.stats.values_in_place.get() + 1);
-        batch.shared.clone()
+        shared
     }
 
     fn open_batch(&self, mut buf: BatchBuf, limit_bytes: usize) {
@@ -717,21 +710,29 @@ impl<D: Device + 'static> Store<D> {
         value: &Checksummed<'_>,
         record_len: usize,
     ) -> Rc<BatchShared> {
+        self.append_record(change, record_len, |out, seq, change, _| {
+            format::encode_record_checksummed(out, change.kind, seq, &change.key, value);
+        })
+    }
+
+    /// Appends a record of `record_len` bytes to the open batch: takes its sequence number,
+    /// reserves its span (not zero-filled: `encode` writes every byte of it, given the span,
+    /// the sequence number, the change and the record's position in the batch), and records
+    /// the index change.
+    fn append_record(
+        &self,
+        change: &mut IndexChange,
+        record_len: usize,
+        encode: impl FnOnce(&mut [u8], u64, &IndexChange, usize),
+    ) -> Rc<BatchShared> {
         let mut open = self.writer.open.borrow_mut();
-        let batch = open.as_mut().expect("checked by the caller");
+        let batch = open.as_mut().expect("a batch is open");
         let seq = self.writer.next_seq.get();
         self.writer.next_seq.set(seq + 1);
         let buf = batch.buf.buf();
         let position = buf.len();
-        // The record's encoding writes every byte of its span: no zero-fill first.
         buf.set_len(position + record_len);
-        format::encode_record_checksummed(
-            &mut buf[position..position + record_len],
-            change.kind,
-            seq,
-            &change.key,
-            value,
-        );
+        encode(&mut buf[position..position + record_len], seq, change, position);
         change.position = position;
         batch.changes.push(*change);
         batch.shared.clone()
