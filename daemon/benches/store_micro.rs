@@ -26,7 +26,7 @@ fn key(n: u32) -> Key {
 }
 
 fn location(n: u32) -> Location {
-    Location { zone: 3 + n / 60_000, offset: (n % 60_000) * 4160, value_len: 4096 }
+    Location::inline(3 + n / 60_000, (n % 60_000) * 4160, 4096)
 }
 
 fn filled(entries: u32) -> Index {

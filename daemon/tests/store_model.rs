@@ -102,10 +102,12 @@ fn key(i: u32) -> [u8; 32] {
 }
 
 fn value(rng: &mut Rng) -> Vec<u8> {
-    let len = match rng.below(10) {
+    let len = match rng.below(12) {
         0 => 1 + rng.below(16) as usize,
         1..=6 => 1 + rng.below(8192) as usize,
         7 | 8 => 1 + rng.below(70_000) as usize,
+        // Whole blocks: written with the value detached from its header.
+        9 | 10 => 4096 * (1 + rng.below(4) as usize),
         _ => 1 + rng.below(u64::from(VALUE_BYTES_MAX)) as usize,
     };
     let seed = rng.next();
@@ -547,9 +549,11 @@ fn flip_a_value_bit(s: &Rc<Store<SimDisk>>, model: &mut Model, rng: &mut Rng) {
     }
     let k = present[rng.below(present.len() as u64) as usize];
     let Some(location) = s.location_of(&key(k)) else { return };
+    let block = u64::from(s.superblock().block_bytes);
     let value_start = s.device().geometry().zone_start(location.zone)
-        + u64::from(location.offset)
-        + format::value_offset(location.value_len) as u64;
+        + location.detached_value_offset(block).unwrap_or(
+            u64::from(location.offset) + format::value_offset(location.value_len) as u64,
+        );
     let at = value_start + rng.below(u64::from(location.value_len));
     s.device().flip_bit(at, rng.below(8) as u8).unwrap();
     let State::Present(v) = model[&k].clone() else { unreachable!() };

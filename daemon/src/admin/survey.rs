@@ -14,9 +14,7 @@ use ioengine::buf::AlignedBuf;
 use ioengine::device::{Device, DeviceKind, Zone, ZoneCondition, ZoneIndex, ZoneType};
 use serde::Serialize;
 
-use crate::store::format::{
-    self, FORMAT_VERSION, Location, RecordKind, SUPERBLOCK_COPIES, Superblock,
-};
+use crate::store::format::{self, Location, RecordKind, SUPERBLOCK_COPIES, Superblock};
 use crate::store::scan::{
     CheckpointSlot, DiskView, Region, WalkEvent, ZoneLogState, key_hex, kind_name,
 };
@@ -617,6 +615,7 @@ impl<'a, D: Device + 'static> Walk<'a, D> {
         entry: Option<Location>,
     ) {
         let mut matched = false;
+        let block = u64::from(self.view.device().geometry().logical_block_bytes);
         while let Some(&location) = self.entries.get(self.next_entry) {
             if (location.zone, u64::from(location.offset)) != (zone, offset) {
                 break;
@@ -635,6 +634,15 @@ impl<'a, D: Device + 'static> Walk<'a, D> {
                     own.value_len,
                     header.value_len
                 ),
+                Some(own) if Some(own) != Location::of_record(zone, offset, header, block) => {
+                    format!(
+                        "the index entry of key {} locates or checks its value otherwise than \
+                         the record does ({} blocks from the record, check {:#010x})",
+                        key_hex(&header.key),
+                        own.value_blocks,
+                        own.check
+                    )
+                }
                 Some(_) => {
                     matched = true;
                     self.index.verified += 1;
@@ -873,7 +881,7 @@ fn superblock_info<D: Device>(sb: &Superblock, disk: &D) -> SuperblockInfo {
     let log_capacity_bytes = (first..sb.zone_count).map(|z| disk.zone(z).capacity_bytes).sum();
     SuperblockInfo {
         uuid: uuid_hex(&sb.disk_uuid),
-        format_version: FORMAT_VERSION,
+        format_version: sb.format_version,
         created_unix_ms: sb.created_unix_ms,
         created: rfc3339_ms(sb.created_unix_ms),
         value_bytes_max: sb.value_bytes_max,

@@ -59,6 +59,7 @@ impl<D: Device + 'static> Store<D> {
         let next_seq = self.writer.next_seq.get();
         let (body, zone_count, entry_count, overflow_count) = self.encode_checkpoint_body();
         let header = CheckpointHeader {
+            format_version: self.superblock.format_version,
             generation,
             covered_seq,
             next_seq,
@@ -134,9 +135,10 @@ impl<D: Device + 'static> Store<D> {
         let zones = self.writer.zones.borrow();
         let first = self.superblock.first_data_zone() as usize;
         let data_zones = &zones[first..];
+        let version = self.superblock.format_version;
         let mut body = Vec::with_capacity(
             data_zones.len() * super::format::CHECKPOINT_ZONE_BYTES
-                + index.len() * super::format::CHECKPOINT_ENTRY_BYTES,
+                + index.len() * super::format::checkpoint_entry_bytes(version),
         );
         // A finished zone with batches still in flight is recorded as partly written, so
         // recovery scans past its acknowledged end for the batches acknowledged later.
@@ -154,12 +156,12 @@ impl<D: Device + 'static> Store<D> {
         }
         let mut entries = 0u64;
         for (tag, location) in index.tags_from(None) {
-            CheckpointEntry { tag, location }.encode_into(&mut body);
+            CheckpointEntry { tag, location }.encode_into(&mut body, version);
             entries += 1;
         }
         let mut overflow = 0u32;
         for (key, location) in index.overflow() {
-            OverflowEntry { key: *key, location: *location }.encode_into(&mut body);
+            OverflowEntry { key: *key, location: *location }.encode_into(&mut body, version);
             overflow += 1;
         }
         (body, data_zones.len() as u32, entries, overflow)

@@ -1,5 +1,5 @@
-//! The on-disk format, version 1: the superblock, log records and batches, and index
-//! checkpoints. This module is the only place that knows byte layouts; docs/FORMAT.md describes
+//! The on-disk format, version 2 (reads version 1): the superblock, log records and batches,
+//! and index checkpoints. This module is the only place that knows byte layouts; docs/FORMAT.md describes
 //! the same thing for humans, and tests/format_fixtures.rs pins it with golden files.
 //!
 //! Everything is little-endian. Decoders are pure functions over bytes from the disk: they
@@ -7,8 +7,13 @@
 
 use ioengine::checksum::{CHUNK_BYTES, crc32c, crc32c_append};
 
-/// Current format version. A disk with a newer version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current format version: what `format` writes. A disk with a newer version is refused.
+/// Version 2 added detached values (record version 2) and index entries that locate and check
+/// them (checkpoint entries of [`CHECKPOINT_ENTRY_BYTES_V2`] bytes); a version 1 disk keeps
+/// being written in version 1, so an older build can still read it.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format version whose disks hold detached values.
+pub const FORMAT_VERSION_DETACHED: u32 = 2;
 
 /// Superblock magic.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"SHINGLE\0";
@@ -19,8 +24,11 @@ pub const SUPERBLOCK_COPIES: usize = 2;
 
 /// Record magic ("SHRC").
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SHRC");
-/// Record format version.
+/// Record format version of a record whose value follows its header.
 pub const RECORD_VERSION: u8 = 1;
+/// Record format version of a block whose value is detached: block-aligned later in the same
+/// batch, at the offset the header's `value_at` field gives (from the record's start).
+pub const RECORD_VERSION_DETACHED: u8 = 2;
 /// Bytes of a record header.
 pub const RECORD_HEADER_BYTES: usize = 64;
 /// Records start at multiples of this within a batch.
@@ -34,10 +42,16 @@ pub const VALUE_BYTES_FORMAT_MAX: u32 = 1 << 30;
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"SHCKPT\0\0";
 /// Bytes of the encoded checkpoint header (padded to a block on disk).
 pub const CHECKPOINT_HEADER_BYTES: usize = 96;
-/// Bytes per index entry (by tag) in a checkpoint body.
+/// Bytes per index entry (by tag) in a version 1 checkpoint body.
 pub const CHECKPOINT_ENTRY_BYTES: usize = 20;
-/// Bytes per overflow entry (by full key, for keys whose tag collided) in a checkpoint body.
+/// Bytes per overflow entry (by full key, for keys whose tag collided) in a version 1
+/// checkpoint body.
 pub const CHECKPOINT_OVERFLOW_BYTES: usize = 44;
+/// Bytes per index entry in a version 2 checkpoint body (the location also has the value's
+/// check and block).
+pub const CHECKPOINT_ENTRY_BYTES_V2: usize = 26;
+/// Bytes per overflow entry in a version 2 checkpoint body.
+pub const CHECKPOINT_OVERFLOW_BYTES_V2: usize = 50;
 /// Bytes per zone state in a checkpoint body.
 pub const CHECKPOINT_ZONE_BYTES: usize = 24;
 
@@ -115,6 +129,8 @@ fn check_envelope(what: &'static str, b: &[u8], magic: &[u8; 8], len: usize) -> 
 /// and never again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
+    /// Format version the disk was formatted with (and is written in).
+    pub format_version: u32,
     /// Random identity of this disk.
     pub disk_uuid: [u8; 16],
     /// Format time, Unix milliseconds.
@@ -134,6 +150,11 @@ pub struct Superblock {
 }
 
 impl Superblock {
+    /// Whether blocks on this disk may have detached values (format version 2 and later).
+    pub fn detaches_values(&self) -> bool {
+        self.format_version >= FORMAT_VERSION_DETACHED
+    }
+
     /// First zone of checkpoint set `set` (0 or 1).
     pub fn checkpoint_set_start(&self, set: u32) -> u32 {
         1 + set * self.checkpoint_zones_per_set
@@ -148,7 +169,7 @@ impl Superblock {
     pub fn encode(&self) -> [u8; SUPERBLOCK_BYTES] {
         let mut b = [0u8; SUPERBLOCK_BYTES];
         b[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
-        put_u32(&mut b, 8, FORMAT_VERSION);
+        put_u32(&mut b, 8, self.format_version);
         put_u32(&mut b, 12, SUPERBLOCK_BYTES as u32);
         b[16..32].copy_from_slice(&self.disk_uuid);
         put_u64(&mut b, 32, self.created_unix_ms);
@@ -168,6 +189,7 @@ impl Superblock {
         const WHAT: &str = "superblock";
         let version = check_envelope(WHAT, b, &SUPERBLOCK_MAGIC, SUPERBLOCK_BYTES)?;
         let sb = Superblock {
+            format_version: version,
             disk_uuid: b[16..32].try_into().expect("16 bytes"),
             created_unix_ms: get_u64(b, 32),
             block_bytes: get_u32(b, 40),
@@ -239,6 +261,38 @@ pub struct RecordHeader {
     pub value_crc: u32,
     /// The key (zeroes for padding and batch records).
     pub key: Key,
+    /// For a detached value (record version 2): where the value starts, in bytes from the
+    /// record's start (block-aligned on the disk, past the header). 0: the value follows the
+    /// header.
+    pub value_at: u32,
+}
+
+impl RecordHeader {
+    /// Whether the value is detached from the header.
+    pub fn is_detached(&self) -> bool {
+        self.value_at != 0
+    }
+
+    /// Bytes the record takes where it is (a detached value is counted where it lies).
+    pub fn span_bytes(&self) -> usize {
+        if self.is_detached() {
+            detached_header_bytes(self.value_len)
+        } else {
+            record_bytes(self.value_len)
+        }
+    }
+}
+
+/// Bytes a block with a detached value takes where its header is: the header and its chunk
+/// checksums, aligned.
+pub fn detached_header_bytes(value_len: u32) -> usize {
+    value_offset(value_len).next_multiple_of(RECORD_ALIGN_BYTES)
+}
+
+/// What the index keeps to verify a detached value read without its header: the crc32c of the
+/// key xor the crc32c of the value. A read checks the value and that it is this key's.
+pub fn value_check(key: &Key, value_crc: u32) -> u32 {
+    crc32c(key) ^ value_crc
 }
 
 /// Number of 64 KiB chunks (and chunk checksums) of a value.
@@ -338,6 +392,51 @@ pub fn encode_record_around_value(
     finish_record(out, kind, seq, key, value_len, value_crc)
 }
 
+/// Writes the header of a block whose value is detached (record version 2): `out` is exactly
+/// [`detached_header_bytes`] long; the value must be written `value_at` bytes from the
+/// record's start (see [`set_value_at`] to move it).
+pub fn encode_detached_header(
+    out: &mut [u8],
+    seq: u64,
+    key: &Key,
+    value_len: u32,
+    chunk_crcs: &[u32],
+    value_crc: u32,
+    value_at: u32,
+) {
+    assert_eq!(out.len(), detached_header_bytes(value_len), "detached header size");
+    assert_eq!(chunk_crcs.len(), chunk_count(value_len), "chunk crcs");
+    assert!(value_len > 0 && value_at as usize >= out.len(), "a detached value follows its header");
+    for (i, crc) in chunk_crcs.iter().enumerate() {
+        put_u32(out, RECORD_HEADER_BYTES + 4 * i, *crc);
+    }
+    out[value_offset(value_len)..].fill(0);
+    write_header(
+        out,
+        RECORD_VERSION_DETACHED,
+        RecordKind::Block,
+        seq,
+        key,
+        value_len,
+        value_crc,
+        value_at,
+    );
+}
+
+/// Sets the `value_at` of a detached header encoded by [`encode_detached_header`] (the batch
+/// places values when it is sealed) and its header checksum.
+pub fn set_value_at(out: &mut [u8], value_at: u32) {
+    assert_eq!(out[4], RECORD_VERSION_DETACHED, "only a detached header has value_at");
+    let value_len = get_u32(out, 16);
+    assert!(
+        value_at as usize >= detached_header_bytes(value_len),
+        "a detached value follows its header"
+    );
+    put_u32(out, 56, value_at);
+    let crc = header_crc(out, RecordKind::Block, value_len);
+    put_u32(out, 60, crc);
+}
+
 /// Zeroes the alignment padding after the value and writes the header.
 fn finish_record(
     out: &mut [u8],
@@ -350,7 +449,7 @@ fn finish_record(
     // Alignment padding (under RECORD_ALIGN_BYTES): the caller's buffer may hold old bytes.
     out[value_offset(value_len) + value_len as usize..].fill(0);
     let value_crc = if kind == RecordKind::Padding { 0 } else { whole };
-    write_header(out, kind, seq, key, value_len, value_crc);
+    write_header(out, RECORD_VERSION, kind, seq, key, value_len, value_crc, 0);
     value_crc
 }
 
@@ -360,26 +459,29 @@ pub fn encode_padding(out: &mut [u8]) {
     let value_len = (out.len() - RECORD_HEADER_BYTES) as u32;
     // Padding carries no chunk checksums: its value is not checked.
     out.fill(0);
-    write_header(out, RecordKind::Padding, 0, &[0; KEY_BYTES], value_len, 0);
+    write_header(out, RECORD_VERSION, RecordKind::Padding, 0, &[0; KEY_BYTES], value_len, 0, 0);
 }
 
+#[allow(clippy::too_many_arguments, reason = "every header field, written in one place")]
 fn write_header(
     out: &mut [u8],
+    version: u8,
     kind: RecordKind,
     seq: u64,
     key: &Key,
     value_len: u32,
     value_crc: u32,
+    value_at: u32,
 ) {
     put_u32(out, 0, RECORD_MAGIC);
-    out[4] = RECORD_VERSION;
+    out[4] = version;
     out[5] = kind as u8;
     put_u16(out, 6, 0);
     put_u64(out, 8, seq);
     put_u32(out, 16, value_len);
     put_u32(out, 20, value_crc);
     out[24..56].copy_from_slice(key);
-    put_u32(out, 56, 0);
+    put_u32(out, 56, value_at);
     let crc = header_crc(out, kind, value_len);
     put_u32(out, 60, crc);
 }
@@ -400,11 +502,11 @@ pub fn header_span(head: &[u8], value_bytes_max: u32) -> FormatResult<usize> {
     if magic != RECORD_MAGIC {
         return Err(FormatError::BadMagic { what: WHAT, found: head[0..4].to_vec() });
     }
-    if head[4] != RECORD_VERSION {
+    if head[4] != RECORD_VERSION && head[4] != RECORD_VERSION_DETACHED {
         return Err(FormatError::NewerVersion {
             what: WHAT,
             found: u32::from(head[4]),
-            supported: u32::from(RECORD_VERSION),
+            supported: u32::from(RECORD_VERSION_DETACHED),
         });
     }
     let Some(kind) = RecordKind::from_u8(head[5]) else {
@@ -421,6 +523,25 @@ pub fn header_span(head: &[u8], value_bytes_max: u32) -> FormatResult<usize> {
             field: "value_len",
             value: u64::from(value_len),
         });
+    }
+    if head[4] == RECORD_VERSION_DETACHED {
+        if kind != RecordKind::Block || value_len == 0 {
+            return Err(FormatError::InvalidField {
+                what: WHAT,
+                field: "kind",
+                value: u64::from(head[5]),
+            });
+        }
+        let value_at = get_u32(head, 56);
+        if (value_at as usize) < detached_header_bytes(value_len)
+            || value_at as usize % RECORD_ALIGN_BYTES != 0
+        {
+            return Err(FormatError::InvalidField {
+                what: WHAT,
+                field: "value_at",
+                value: u64::from(value_at),
+            });
+        }
     }
     Ok(if kind == RecordKind::Padding { RECORD_HEADER_BYTES } else { value_offset(value_len) })
 }
@@ -444,6 +565,7 @@ pub fn decode_header(b: &[u8], value_bytes_max: u32) -> FormatResult<RecordHeade
         value_len,
         value_crc: get_u32(b, 20),
         key: b[24..56].try_into().expect("32 bytes"),
+        value_at: if b[4] == RECORD_VERSION_DETACHED { get_u32(b, 56) } else { 0 },
     })
 }
 
@@ -519,6 +641,8 @@ impl BatchInfo {
 /// block on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointHeader {
+    /// Format version of the checkpoint (the disk's): the size of its entries.
+    pub format_version: u32,
     /// Monotonic checkpoint number; the newest valid one wins.
     pub generation: u64,
     /// Every record with a sequence number ≤ this is reflected in the checkpoint.
@@ -548,7 +672,7 @@ impl CheckpointHeader {
     pub fn encode(&self) -> [u8; CHECKPOINT_HEADER_BYTES] {
         let mut b = [0u8; CHECKPOINT_HEADER_BYTES];
         b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-        put_u32(&mut b, 8, FORMAT_VERSION);
+        put_u32(&mut b, 8, self.format_version);
         put_u32(&mut b, 12, self.zone_count);
         put_u64(&mut b, 16, self.generation);
         put_u64(&mut b, 24, self.covered_seq);
@@ -568,8 +692,16 @@ impl CheckpointHeader {
     /// Decodes and validates a checkpoint header.
     pub fn decode(b: &[u8]) -> FormatResult<CheckpointHeader> {
         const WHAT: &str = "checkpoint header";
-        check_envelope(WHAT, b, &CHECKPOINT_MAGIC, CHECKPOINT_HEADER_BYTES)?;
+        let format_version = check_envelope(WHAT, b, &CHECKPOINT_MAGIC, CHECKPOINT_HEADER_BYTES)?;
+        if format_version == 0 {
+            return Err(FormatError::InvalidField {
+                what: WHAT,
+                field: "format_version",
+                value: 0,
+            });
+        }
         let header = CheckpointHeader {
+            format_version,
             zone_count: get_u32(b, 12),
             generation: get_u64(b, 16),
             covered_seq: get_u64(b, 24),
@@ -584,9 +716,14 @@ impl CheckpointHeader {
         };
         // Counts come from the disk: add them up without overflowing (found by the fuzzer).
         let expected_body = (u64::from(header.zone_count) * CHECKPOINT_ZONE_BYTES as u64)
-            .checked_add(header.entry_count.saturating_mul(CHECKPOINT_ENTRY_BYTES as u64))
+            .checked_add(
+                header.entry_count.saturating_mul(checkpoint_entry_bytes(format_version) as u64),
+            )
             .and_then(|sum| {
-                sum.checked_add(u64::from(header.overflow_count) * CHECKPOINT_OVERFLOW_BYTES as u64)
+                sum.checked_add(
+                    u64::from(header.overflow_count)
+                        * checkpoint_overflow_bytes(format_version) as u64,
+                )
             });
         if expected_body != Some(header.body_bytes) {
             return Err(FormatError::InvalidField {
@@ -639,7 +776,7 @@ impl ZoneState {
 }
 
 /// Where a live block is: what the in-memory index keeps per key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Location {
     /// Zone of the record.
     pub zone: u32,
@@ -647,18 +784,92 @@ pub struct Location {
     pub offset: u32,
     /// Value length.
     pub value_len: u32,
+    /// For a detached value, [`value_check`] of the key and value; 0 otherwise.
+    pub check: u32,
+    /// For a detached value, where it starts: this many blocks after the start of the block
+    /// holding the record's first byte. 0: the value follows the header.
+    pub value_blocks: u16,
 }
 
+/// Bytes of an encoded [`Location`] in a checkpoint of `format_version`.
+fn location_bytes(format_version: u32) -> usize {
+    if format_version >= FORMAT_VERSION_DETACHED { 18 } else { 12 }
+}
+
+/// Bytes per index entry in a checkpoint of `format_version`.
+pub fn checkpoint_entry_bytes(format_version: u32) -> usize {
+    8 + location_bytes(format_version)
+}
+
+/// Bytes per overflow entry in a checkpoint of `format_version`.
+pub fn checkpoint_overflow_bytes(format_version: u32) -> usize {
+    KEY_BYTES + location_bytes(format_version)
+}
+
+const _: () = assert!(CHECKPOINT_ENTRY_BYTES == 8 + 12 && CHECKPOINT_ENTRY_BYTES_V2 == 8 + 18);
+const _: () =
+    assert!(CHECKPOINT_OVERFLOW_BYTES == 32 + 12 && CHECKPOINT_OVERFLOW_BYTES_V2 == 32 + 18);
+
 impl Location {
-    fn encode_into(&self, b: &mut [u8]) {
+    /// A record whose value follows its header.
+    pub fn inline(zone: u32, offset: u32, value_len: u32) -> Location {
+        Location { zone, offset, value_len, check: 0, value_blocks: 0 }
+    }
+
+    /// The location of a record at zone offset `offset` with `header`, the key `key`, on a
+    /// disk of `block_bytes` blocks. None when a detached value is not block-aligned or lies
+    /// further from its record than the index can say (a record this store did not write).
+    pub fn of_record(
+        zone: u32,
+        offset: u64,
+        header: &RecordHeader,
+        block_bytes: u64,
+    ) -> Option<Location> {
+        let mut location = Location::inline(zone, u32::try_from(offset).ok()?, header.value_len);
+        if header.is_detached() {
+            location.value_blocks = detached_value_blocks(offset, header.value_at, block_bytes)?;
+            location.check = value_check(&header.key, header.value_crc);
+        }
+        Some(location)
+    }
+
+    /// Zone offset of a detached value on a disk of `block_bytes` blocks.
+    pub fn detached_value_offset(&self, block_bytes: u64) -> Option<u64> {
+        (self.value_blocks != 0).then(|| {
+            u64::from(self.offset) / block_bytes * block_bytes
+                + u64::from(self.value_blocks) * block_bytes
+        })
+    }
+
+    fn encode_into(&self, b: &mut [u8], format_version: u32) {
         put_u32(b, 0, self.zone);
         put_u32(b, 4, self.offset);
         put_u32(b, 8, self.value_len);
+        if format_version >= FORMAT_VERSION_DETACHED {
+            put_u32(b, 12, self.check);
+            put_u16(b, 16, self.value_blocks);
+        }
     }
 
-    fn decode(b: &[u8]) -> Location {
-        Location { zone: get_u32(b, 0), offset: get_u32(b, 4), value_len: get_u32(b, 8) }
+    fn decode(b: &[u8], format_version: u32) -> Location {
+        let mut location = Location::inline(get_u32(b, 0), get_u32(b, 4), get_u32(b, 8));
+        if format_version >= FORMAT_VERSION_DETACHED {
+            location.check = get_u32(b, 12);
+            location.value_blocks = u16::from_le_bytes([b[16], b[17]]);
+        }
+        location
     }
+}
+
+/// [`Location::value_blocks`] of a detached value `value_at` bytes after its record at zone
+/// offset `record_offset`: None unless it is block-aligned and within `u16::MAX` blocks.
+pub fn detached_value_blocks(record_offset: u64, value_at: u32, block_bytes: u64) -> Option<u16> {
+    let value = record_offset + u64::from(value_at);
+    if value % block_bytes != 0 {
+        return None;
+    }
+    let blocks = (value - record_offset / block_bytes * block_bytes) / block_bytes;
+    u16::try_from(blocks).ok().filter(|&b| b > 0)
 }
 
 /// One live block in a checkpoint, by its index tag (a keyed hash of the key).
@@ -671,18 +882,22 @@ pub struct CheckpointEntry {
 }
 
 impl CheckpointEntry {
-    /// Appends the encoding to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let mut b = [0u8; CHECKPOINT_ENTRY_BYTES];
-        put_u64(&mut b, 0, self.tag);
-        self.location.encode_into(&mut b[8..]);
-        out.extend_from_slice(&b);
+    /// Appends the encoding in a checkpoint of `format_version` to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>, format_version: u32) {
+        let mut b = [0u8; CHECKPOINT_ENTRY_BYTES_V2];
+        let b = &mut b[..checkpoint_entry_bytes(format_version)];
+        put_u64(b, 0, self.tag);
+        self.location.encode_into(&mut b[8..], format_version);
+        out.extend_from_slice(b);
     }
 
-    /// Decodes one entry.
-    pub fn decode(b: &[u8]) -> FormatResult<CheckpointEntry> {
-        need("checkpoint entry", b, CHECKPOINT_ENTRY_BYTES)?;
-        Ok(CheckpointEntry { tag: get_u64(b, 0), location: Location::decode(&b[8..]) })
+    /// Decodes one entry of a checkpoint of `format_version`.
+    pub fn decode(b: &[u8], format_version: u32) -> FormatResult<CheckpointEntry> {
+        need("checkpoint entry", b, checkpoint_entry_bytes(format_version))?;
+        Ok(CheckpointEntry {
+            tag: get_u64(b, 0),
+            location: Location::decode(&b[8..], format_version),
+        })
     }
 }
 
@@ -696,20 +911,21 @@ pub struct OverflowEntry {
 }
 
 impl OverflowEntry {
-    /// Appends the encoding to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let mut b = [0u8; CHECKPOINT_OVERFLOW_BYTES];
+    /// Appends the encoding in a checkpoint of `format_version` to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>, format_version: u32) {
+        let mut b = [0u8; CHECKPOINT_OVERFLOW_BYTES_V2];
+        let b = &mut b[..checkpoint_overflow_bytes(format_version)];
         b[0..32].copy_from_slice(&self.key);
-        self.location.encode_into(&mut b[32..]);
-        out.extend_from_slice(&b);
+        self.location.encode_into(&mut b[32..], format_version);
+        out.extend_from_slice(b);
     }
 
-    /// Decodes one entry.
-    pub fn decode(b: &[u8]) -> FormatResult<OverflowEntry> {
-        need("checkpoint overflow entry", b, CHECKPOINT_OVERFLOW_BYTES)?;
+    /// Decodes one entry of a checkpoint of `format_version`.
+    pub fn decode(b: &[u8], format_version: u32) -> FormatResult<OverflowEntry> {
+        need("checkpoint overflow entry", b, checkpoint_overflow_bytes(format_version))?;
         Ok(OverflowEntry {
             key: b[0..32].try_into().expect("32 bytes"),
-            location: Location::decode(&b[32..]),
+            location: Location::decode(&b[32..], format_version),
         })
     }
 }
@@ -720,6 +936,7 @@ mod tests {
 
     fn superblock() -> Superblock {
         Superblock {
+            format_version: FORMAT_VERSION,
             disk_uuid: [7; 16],
             created_unix_ms: 1_790_000_000_000,
             block_bytes: 4096,
@@ -754,11 +971,15 @@ mod tests {
         flipped[40] ^= 1;
         assert!(matches!(Superblock::decode(&flipped), Err(FormatError::ChecksumMismatch { .. })));
         let mut newer = bytes;
-        put_u32(&mut newer, 8, 2);
+        put_u32(&mut newer, 8, FORMAT_VERSION + 1);
         assert!(matches!(
             Superblock::decode(&newer),
-            Err(FormatError::NewerVersion { found: 2, .. })
+            Err(FormatError::NewerVersion { found, .. }) if found == FORMAT_VERSION + 1
         ));
+        let v1 = Superblock { format_version: 1, ..sb.clone() };
+        let decoded = Superblock::decode(&v1.encode()).unwrap();
+        assert_eq!(decoded, v1);
+        assert!(!decoded.detaches_values() && sb.detaches_values());
         assert!(matches!(Superblock::decode(&[0u8; 128]), Err(FormatError::BadMagic { .. })));
         assert!(matches!(Superblock::decode(&bytes[..100]), Err(FormatError::Truncated { .. })));
     }
@@ -811,6 +1032,7 @@ mod tests {
     #[test]
     fn checkpoint_header_round_trips() {
         let h = CheckpointHeader {
+            format_version: 1,
             generation: 3,
             covered_seq: 1000,
             next_seq: 1001,
@@ -824,6 +1046,12 @@ mod tests {
             disk_uuid: [4; 16],
         };
         assert_eq!(CheckpointHeader::decode(&h.encode()).unwrap(), h);
+        let v2 = CheckpointHeader { format_version: 2, body_bytes: 13 * 24 + 5 * 26 + 50, ..h };
+        assert_eq!(CheckpointHeader::decode(&v2.encode()).unwrap(), v2);
+        assert!(
+            CheckpointHeader::decode(&CheckpointHeader { format_version: 2, ..h }.encode())
+                .is_err()
+        );
         let mut bad = h;
         bad.body_bytes += 1;
         assert!(CheckpointHeader::decode(&bad.encode()).is_err());
@@ -836,5 +1064,75 @@ mod tests {
             CheckpointHeader::decode(&huge.encode()),
             Err(FormatError::InvalidField { field: "body_bytes", .. })
         ));
+    }
+
+    #[test]
+    fn a_detached_header_round_trips_and_its_value_at_is_checked() {
+        let value = vec![0x5Au8; 8192];
+        let mut crcs = Vec::new();
+        let checksummed = Checksummed::compute(&value, &mut crcs);
+        let mut out = vec![0xEEu8; detached_header_bytes(8192)];
+        encode_detached_header(
+            &mut out,
+            7,
+            &[2; 32],
+            8192,
+            checksummed.chunk_crcs,
+            checksummed.value_crc,
+            4096,
+        );
+        let header = decode_header(&out, 1 << 20).unwrap();
+        assert_eq!(header.value_at, 4096);
+        assert!(header.is_detached());
+        assert_eq!(header.span_bytes(), 72);
+        assert_eq!(header.value_crc, crc32c(&value));
+        set_value_at(&mut out, 8192 + 24);
+        assert_eq!(decode_header(&out, 1 << 20).unwrap().value_at, 8192 + 24);
+        // A value_at that is not past the header, or not aligned, does not decode.
+        for bad in [0u32, 64, 8192 + 20] {
+            let mut b = out.clone();
+            put_u32(&mut b, 56, bad);
+            let crc = header_crc(&b, RecordKind::Block, 8192);
+            put_u32(&mut b, 60, crc);
+            assert!(matches!(
+                decode_header(&b, 1 << 20),
+                Err(FormatError::InvalidField { field: "value_at", .. })
+            ));
+        }
+        // Any other bit flip is a checksum mismatch.
+        let mut b = out.clone();
+        b[57] ^= 1;
+        assert!(matches!(decode_header(&b, 1 << 20), Err(FormatError::ChecksumMismatch { .. })));
+    }
+
+    #[test]
+    fn a_location_knows_its_detached_value() {
+        let header = RecordHeader {
+            kind: RecordKind::Block,
+            seq: 1,
+            value_len: 4096,
+            value_crc: 0x1234_5678,
+            key: [1; 32],
+            value_at: 4096 - 200 + 8192,
+        };
+        let location = Location::of_record(3, 4096 + 200, &header, 4096).unwrap();
+        assert_eq!(location.value_blocks, 3);
+        assert_eq!(location.detached_value_offset(4096), Some(4096 * 4));
+        assert_eq!(location.check, value_check(&[1; 32], 0x1234_5678));
+        let misaligned = RecordHeader { value_at: 4096, ..header };
+        assert_eq!(Location::of_record(3, 4096 + 200, &misaligned, 4096), None);
+        let inline = RecordHeader { value_at: 0, ..header };
+        assert_eq!(
+            Location::of_record(3, 200, &inline, 4096),
+            Some(Location::inline(3, 200, 4096))
+        );
+        for version in [1, 2] {
+            let mut out = Vec::new();
+            CheckpointEntry { tag: 9, location }.encode_into(&mut out, version);
+            assert_eq!(out.len(), checkpoint_entry_bytes(version));
+            let back = CheckpointEntry::decode(&out, version).unwrap().location;
+            let expected = if version == 1 { Location::inline(3, 4296, 4096) } else { location };
+            assert_eq!(back, expected);
+        }
     }
 }

@@ -39,6 +39,10 @@ pub const VALUE_BYTES_MAX_DEFAULT: u32 = 16 << 20;
 /// Bytes of one batch buffer: batches up to this size use the per-disk buffer pool; a record
 /// too large for it gets a batch (and buffer) of its own.
 pub const BATCH_BYTES: usize = 2 << 20;
+/// Largest value written detached from its header, when it is a whole number of blocks: a GET
+/// of it reads its blocks and nothing else (the header and its checksums are elsewhere in the
+/// batch). Sealing a batch moves its detached values once, so the cap bounds that copy.
+pub const DETACHED_VALUE_BYTES_MAX: usize = 16 << 10;
 /// Batches of one disk in flight at once (pipelined durable writes, acknowledged in order).
 pub const PIPELINE_DEPTH: usize = 8;
 /// A checkpoint is written after this many log bytes since the last one.
@@ -148,6 +152,10 @@ pub struct Stats {
     /// Values written from the buffer they were received in, as a batch of their own, with no
     /// copy ([`Store::put_received`]).
     pub values_in_place: Cell<u64>,
+    /// Values written detached from their headers (block-aligned after the batch's records).
+    pub values_detached: Cell<u64>,
+    /// GETs answered by reading a detached value's blocks alone (verified against the index).
+    pub reads_value_only: Cell<u64>,
     /// Log bytes written (batches, padding included).
     pub log_bytes: Cell<u64>,
     /// Checksum errors seen by reads.

@@ -3,11 +3,16 @@
 //! checksums) and the checksum of every 64 KiB chunk the range touches, and never returns a byte
 //! that failed verification: a mismatch is an error naming the disk, zone and offset, and is
 //! counted.
+//!
+//! A whole-value GET of a detached value reads the value's blocks alone and checks them against
+//! the index entry's check (crc32c of the key xor crc32c of the value, taken from the verified
+//! header when the record was written or recovered); anything else, or a value that does not
+//! match, takes the full path, which says what is wrong.
 
 use std::rc::Rc;
 
 use ioengine::buf::{AlignedBuf, PooledBuf};
-use ioengine::checksum::CHUNK_BYTES;
+use ioengine::checksum::{CHUNK_BYTES, crc32c};
 use ioengine::device::Device;
 
 use super::format::{self, Key, Location, RecordHeader, RecordKind};
@@ -205,6 +210,11 @@ impl<D: Device + 'static> Store<D> {
         if end.is_none_or(|end| end > u64::from(location.value_len)) {
             return Err(StoreError::BadRange { offset, len, value_len: location.value_len });
         }
+        if offset == 0 && len == u64::from(location.value_len) {
+            if let Some(value) = self.read_detached_value(location, key).await? {
+                return Ok(value);
+            }
+        }
         match self.read_range(location, key, offset, len).await {
             // A tag slot that belongs to another key: this key is not stored.
             Err(StoreError::Corrupt { detail, .. })
@@ -214,6 +224,30 @@ impl<D: Device + 'static> Store<D> {
             }
             other => other,
         }
+    }
+
+    /// The whole detached value at `location` read alone, if it is `key`'s value as the index
+    /// recorded it (None: not detached, too large for one read, or not matching; the full
+    /// path then reads the header too and says what is wrong).
+    async fn read_detached_value(
+        &self,
+        location: Location,
+        key: &Key,
+    ) -> StoreResult<Option<ReadValue>> {
+        let len = location.value_len as usize;
+        let Some(value_offset) = location.detached_value_offset(self.block_bytes as u64) else {
+            return Ok(None);
+        };
+        if len > SINGLE_READ_BYTES_MAX {
+            return Ok(None);
+        }
+        let (buf, at) = self.read_span(location.zone, value_offset, len).await?;
+        let value_crc = crc32c(&buf[at..at + len]);
+        if format::value_check(key, value_crc) != location.check {
+            return Ok(None);
+        }
+        self.stats.reads_value_only.set(self.stats.reads_value_only.get() + 1);
+        Ok(Some(ReadValue { buf, start: at, len, value_crc, value_len: location.value_len }))
     }
 
     /// Reads `[offset, offset + len)` of the value at `location`, verifying the header, that it
@@ -234,14 +268,17 @@ impl<D: Device + 'static> Store<D> {
         let chunks_start = first_chunk * CHUNK_BYTES;
         let chunks_end = (end_chunk * CHUNK_BYTES).min(value_len as usize);
         let whole_span = head + chunks_end;
+        let detached = location.detached_value_offset(self.block_bytes as u64);
+        // Zone offset of the value's first byte.
+        let value_start = detached.unwrap_or(u64::from(location.offset) + head as u64);
         let (header_buf, header_at, value_buf, value_at) =
-            if first_chunk == 0 || whole_span <= SINGLE_READ_BYTES_MAX {
+            if detached.is_none() && (first_chunk == 0 || whole_span <= SINGLE_READ_BYTES_MAX) {
                 let (buf, at) =
                     self.read_span(location.zone, u64::from(location.offset), whole_span).await?;
                 let value_at = at + head;
                 (None, at, buf, value_at)
             } else {
-                let value_offset = u64::from(location.offset) + (head + chunks_start) as u64;
+                let value_offset = value_start + chunks_start as u64;
                 let (header, body) = futures_join(
                     self.read_span(location.zone, u64::from(location.offset), head),
                     self.read_span(location.zone, value_offset, chunks_end - chunks_start),
@@ -259,6 +296,17 @@ impl<D: Device + 'static> Store<D> {
         if header.key != *key {
             return Err(self.corrupt(location, format!("{OTHER_KEY} at the indexed location")));
         }
+        let header_value_start = u64::from(location.offset)
+            + if header.is_detached() { u64::from(header.value_at) } else { head as u64 };
+        if header_value_start != value_start {
+            return Err(self.corrupt(
+                location,
+                format!(
+                    "the record's value is at zone offset {header_value_start}, the index says \
+                     {value_start}"
+                ),
+            ));
+        }
         for chunk in first_chunk..end_chunk {
             let from = chunk * CHUNK_BYTES;
             let to = ((chunk + 1) * CHUNK_BYTES).min(value_len as usize);
@@ -269,7 +317,7 @@ impl<D: Device + 'static> Store<D> {
                 return Err(StoreError::Checksum {
                     disk: self.name.clone(),
                     zone: location.zone,
-                    offset: u64::from(location.offset) + (head + from) as u64,
+                    offset: value_start + from as u64,
                     detail,
                 });
             }

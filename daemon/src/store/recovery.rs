@@ -19,8 +19,8 @@ use ioengine::device::{Device, DeviceKind, ZoneCommand, ZoneIndex};
 use ioengine::op::WriteFlags;
 
 use super::format::{
-    self, BatchInfo, CHECKPOINT_ENTRY_BYTES, CHECKPOINT_OVERFLOW_BYTES, CHECKPOINT_ZONE_BYTES,
-    CheckpointEntry, CheckpointHeader, FormatError, Key, Location, OverflowEntry,
+    self, BatchInfo, CHECKPOINT_ENTRY_BYTES_V2, CHECKPOINT_ZONE_BYTES, CheckpointEntry,
+    CheckpointHeader, FORMAT_VERSION, FormatError, Key, Location, OverflowEntry,
     RECORD_HEADER_BYTES, RecordKind, SUPERBLOCK_COPIES, Superblock, ZONE_STATE_FINISHED, ZoneState,
 };
 use super::index::Index;
@@ -132,6 +132,7 @@ pub async fn format<D: Device>(
         return Err(cannot(format!("{per_set} checkpoint zones per set leave no data zone")));
     }
     let superblock = Superblock {
+        format_version: FORMAT_VERSION,
         disk_uuid: random_bytes(),
         created_unix_ms: unix_ms(),
         block_bytes: g.logical_block_bytes,
@@ -175,12 +176,12 @@ pub async fn format<D: Device>(
     Ok(superblock)
 }
 
-/// Zones per checkpoint set: room for one 20-byte entry per 4 KiB of data space, at least 1,
+/// Zones per checkpoint set: room for one index entry per 4 KiB of data space, at least 1,
 /// at most an eighth of the disk.
 fn checkpoint_zones_for(g: &ioengine::device::Geometry, zone_capacity: u64) -> u32 {
     let data_bytes = g.capacity_bytes();
     let entries = data_bytes / 4096;
-    let bytes = entries * CHECKPOINT_ENTRY_BYTES as u64
+    let bytes = entries * CHECKPOINT_ENTRY_BYTES_V2 as u64
         + u64::from(g.zone_count) * CHECKPOINT_ZONE_BYTES as u64
         + 4096;
     let zones = bytes.div_ceil(zone_capacity.max(1)) as u32;
@@ -834,17 +835,18 @@ fn apply_checkpoint(
         }
         at += CHECKPOINT_ZONE_BYTES;
     }
+    let version = header.format_version;
     for _ in 0..header.entry_count {
-        if let Ok(entry) = CheckpointEntry::decode(&body[at..]) {
+        if let Ok(entry) = CheckpointEntry::decode(&body[at..], version) {
             index.push_sorted(entry.tag, entry.location);
         }
-        at += CHECKPOINT_ENTRY_BYTES;
+        at += format::checkpoint_entry_bytes(version);
     }
     for _ in 0..header.overflow_count {
-        if let Ok(entry) = OverflowEntry::decode(&body[at..]) {
+        if let Ok(entry) = OverflowEntry::decode(&body[at..], version) {
             index.insert_overflow(entry.key, entry.location);
         }
-        at += CHECKPOINT_OVERFLOW_BYTES;
+        at += format::checkpoint_overflow_bytes(version);
     }
 }
 
@@ -854,6 +856,18 @@ struct Gap {
     from: u64,
     to: u64,
     seq_before: u64,
+}
+
+/// A record the scanner decoded at some offset.
+struct FoundRecord {
+    /// The block or tombstone (None: padding).
+    record: Option<TailRecord>,
+    /// Bytes to the next record.
+    len: u64,
+    /// Zone offset where the record's bytes end (its value's end, for a detached value).
+    end: u64,
+    /// Zone offset of a detached value.
+    value_from: Option<u64>,
 }
 
 /// A read of a scan window: its zone offset, its length and the read in flight.
@@ -962,7 +976,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         if header.kind != RecordKind::Batch
             || header.key != batch_key
             || header.seq <= last_seq
-            || !verify_value(bytes, header.value_len)
+            || !verify_value(bytes, format::value_offset(header.value_len), header.value_len)
         {
             return Ok(None);
         }
@@ -988,13 +1002,21 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let mut at = pos + batch_record_bytes() as u64;
         let mut seq = batch_seq;
         let mut records = Vec::new();
-        while at + RECORD_HEADER_BYTES as u64 <= batch_end {
-            let Some((record, len)) = self.record_at(at, seq, true).await? else { return Ok(None) };
-            if let Some(record) = record {
+        // Detached values follow every header of the batch: the headers end where they start.
+        let mut values_from = batch_end;
+        while at + RECORD_HEADER_BYTES as u64 <= values_from {
+            let Some(found) = self.record_at(at, seq, true).await? else { return Ok(None) };
+            if found.end > batch_end {
+                return Ok(None);
+            }
+            if let Some(record) = found.record {
+                if let Some(value) = found.value_from {
+                    values_from = values_from.min(value);
+                }
                 seq = record.seq;
                 records.push(record);
             }
-            at += len;
+            at += found.len;
         }
         if records.len() != info.record_count as usize || at > batch_end {
             return Ok(None);
@@ -1010,7 +1032,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         at: u64,
         last_seq: u64,
         value_must_verify: bool,
-    ) -> StoreResult<Option<(Option<TailRecord>, u64)>> {
+    ) -> StoreResult<Option<FoundRecord>> {
         let vmax = self.store.superblock.value_bytes_max;
         let head = self.bytes(at, RECORD_HEADER_BYTES).await?;
         let Ok(span) = format::header_span(head, vmax) else { return Ok(None) };
@@ -1018,27 +1040,41 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let Ok(header) = format::decode_header(head, vmax) else { return Ok(None) };
         if header.kind == RecordKind::Padding {
             let len = (RECORD_HEADER_BYTES + header.value_len as usize) as u64;
-            return Ok(Some((None, len)));
+            return Ok(Some(FoundRecord { record: None, len, end: at + len, value_from: None }));
         }
         if header.seq <= last_seq
             || !matches!(header.kind, RecordKind::Block | RecordKind::Tombstone)
         {
             return Ok(None);
         }
-        let len = format::record_bytes(header.value_len);
-        let whole = self.bytes(at, len).await?;
-        if whole.len() < len || (value_must_verify && !verify_value(whole, header.value_len)) {
+        let len = header.span_bytes();
+        // A detached value is read with its header: one window holds both.
+        let (value_start, extent) = if header.is_detached() {
+            (header.value_at as usize, header.value_at as usize + header.value_len as usize)
+        } else {
+            (format::value_offset(header.value_len), len)
+        };
+        let whole = self.bytes(at, extent).await?;
+        if whole.len() < extent
+            || (value_must_verify && !verify_value(whole, value_start, header.value_len))
+        {
             return Ok(None);
         }
-        let location = Location {
-            zone: self.zone,
-            offset: u32::try_from(at).expect("zone offsets fit u32"),
-            value_len: header.value_len,
+        let block = self.store.block_bytes as u64;
+        let Some(location) = Location::of_record(self.zone, at, &header, block) else {
+            return Ok(None);
         };
-        Ok(Some((
-            Some(TailRecord { seq: header.seq, kind: header.kind, key: header.key, location }),
-            len as u64,
-        )))
+        Ok(Some(FoundRecord {
+            record: Some(TailRecord {
+                seq: header.seq,
+                kind: header.kind,
+                key: header.key,
+                location,
+            }),
+            len: len as u64,
+            end: at + extent as u64,
+            value_from: header.is_detached().then(|| at + u64::from(header.value_at)),
+        }))
     }
 
     /// Keeps the records of a region that failed as a whole: any record at 8-byte alignment
@@ -1054,11 +1090,20 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
     ) -> StoreResult<usize> {
         let mut kept = 0;
         let mut at = from;
+        // Detached values of the records kept: their bytes are not searched for records.
+        let mut values: Vec<(u64, u64)> = Vec::new();
         while at + RECORD_HEADER_BYTES as u64 <= to {
+            if let Some(&(_, end)) = values.iter().find(|(s, e)| (*s..*e).contains(&at)) {
+                at = end;
+                continue;
+            }
             match self.record_at(at, last_seq, value_must_verify).await? {
-                Some((Some(record), len)) if at + len <= to => {
+                Some(FoundRecord { record: Some(record), len, end, value_from }) if end <= to => {
                     tail.push(record);
                     kept += 1;
+                    if let Some(value) = value_from {
+                        values.push((value, end));
+                    }
                     at += len;
                 }
                 _ => at += format::RECORD_ALIGN_BYTES as u64,
@@ -1077,9 +1122,9 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
     }
 }
 
-/// Whether every chunk of the record's value matches its stored checksum.
-fn verify_value(record: &[u8], value_len: u32) -> bool {
-    let start = format::value_offset(value_len);
+/// Whether every chunk of the record's value (at `start` in `record`, which begins with the
+/// header) matches its stored checksum.
+fn verify_value(record: &[u8], start: usize, value_len: u32) -> bool {
     let Some(value) = record.get(start..start + value_len as usize) else { return false };
     value
         .chunks(CHUNK_BYTES)

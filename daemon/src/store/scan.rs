@@ -128,7 +128,7 @@ pub enum WalkEvent<'a> {
         offset: u64,
         /// The header.
         header: RecordHeader,
-        /// Bytes the record takes (aligned).
+        /// Bytes the record takes (aligned; a detached value's included).
         bytes: u64,
         /// Every chunk of the value verified.
         value_ok: bool,
@@ -162,6 +162,8 @@ enum Parsed {
         bytes: u64,
         bad_chunks: Vec<(usize, FormatError)>,
         bad: usize,
+        /// Zone offset of a detached value.
+        value_from: Option<u64>,
     },
     Padding {
         bytes: u64,
@@ -431,7 +433,9 @@ impl<D: Device + 'static> DiskView<D> {
         let mut records = 0u64;
         // Start and reason of a stretch where no record decodes.
         let mut unreadable: Option<(u64, String)> = None;
-        while at + RECORD_HEADER_BYTES as u64 <= batch_end {
+        // Detached values follow every header of the batch: the headers end where they start.
+        let mut values_from = batch_end;
+        while at + RECORD_HEADER_BYTES as u64 <= values_from {
             let parsed = self.parse_at(window, at, batch_end).await?;
             if !matches!(parsed, Parsed::Invalid(_)) {
                 if let Some((from, why)) = unreadable.take() {
@@ -443,14 +447,23 @@ impl<D: Device + 'static> DiskView<D> {
                     sink(WalkEvent::Padding { offset: at, bytes });
                     at += bytes;
                 }
-                Parsed::Record { header, bytes, bad_chunks, bad } => {
+                Parsed::Record { header, bytes, bad_chunks, bad, value_from } => {
+                    if let Some(value) = value_from {
+                        values_from = values_from.min(value);
+                    }
                     if header.seq <= seq {
                         region
                             .add(at, format!("sequence number {} is not above {seq}", header.seq));
                     }
                     seq = seq.max(header.seq);
                     describe_bad_chunks(region, at, &header, &bad_chunks, bad);
-                    sink(WalkEvent::Record { offset: at, header, bytes, value_ok: bad == 0 });
+                    let taken = bytes + value_from.map_or(0, |_| u64::from(header.value_len));
+                    sink(WalkEvent::Record {
+                        offset: at,
+                        header,
+                        bytes: taken,
+                        value_ok: bad == 0,
+                    });
                     records += 1;
                     at += bytes;
                 }
@@ -461,7 +474,7 @@ impl<D: Device + 'static> DiskView<D> {
             }
         }
         if let Some((from, why)) = unreadable {
-            region.add(from, format!("bytes {from}..{batch_end} hold no valid record: {why}"));
+            region.add(from, format!("bytes {from}..{values_from} hold no valid record: {why}"));
         }
         if records != u64::from(info.record_count) {
             region.add(
@@ -482,11 +495,28 @@ impl<D: Device + 'static> DiskView<D> {
         sink: &mut dyn FnMut(WalkEvent<'_>),
     ) -> StoreResult<()> {
         let mut at = region.from;
+        // Detached values of the records found: their bytes are not searched for records.
+        let mut values: Vec<(u64, u64)> = Vec::new();
         while at + RECORD_HEADER_BYTES as u64 <= region.to {
+            if let Some(&(_, end)) = values.iter().find(|(s, e)| (*s..*e).contains(&at)) {
+                at = end;
+                continue;
+            }
             match self.parse_at(window, at, region.to).await? {
-                Parsed::Record { header, bytes, bad_chunks, bad } if header.seq > last_seq => {
+                Parsed::Record { header, bytes, bad_chunks, bad, value_from }
+                    if header.seq > last_seq =>
+                {
                     describe_bad_chunks(region, at, &header, &bad_chunks, bad);
-                    sink(WalkEvent::Record { offset: at, header, bytes, value_ok: bad == 0 });
+                    let taken = bytes + value_from.map_or(0, |_| u64::from(header.value_len));
+                    sink(WalkEvent::Record {
+                        offset: at,
+                        header,
+                        bytes: taken,
+                        value_ok: bad == 0,
+                    });
+                    if let Some(value) = value_from {
+                        values.push((value, value + u64::from(header.value_len)));
+                    }
                     at += bytes;
                 }
                 _ => at += RECORD_ALIGN_BYTES as u64,
@@ -539,24 +569,37 @@ impl<D: Device + 'static> DiskView<D> {
         };
         let bytes = match header.kind {
             RecordKind::Padding => (RECORD_HEADER_BYTES + header.value_len as usize) as u64,
-            RecordKind::Block | RecordKind::Tombstone => {
-                format::record_bytes(header.value_len) as u64
-            }
+            RecordKind::Block | RecordKind::Tombstone => header.span_bytes() as u64,
             RecordKind::Batch => {
                 return Ok(Parsed::Invalid("a batch record inside a batch".into()));
             }
         };
-        if at + bytes > end {
+        // A detached value is read with its header: one window holds both.
+        let (start, extent) = if header.is_detached() {
+            let start = header.value_at as usize;
+            (start, (start + header.value_len as usize) as u64)
+        } else {
+            (format::value_offset(header.value_len), bytes)
+        };
+        if at + extent > end {
             return Ok(Parsed::Invalid(format!(
-                "a {} record of {bytes} bytes would run past offset {end}",
+                "a {} record of {extent} bytes would run past offset {end}",
                 kind_name(header.kind)
             )));
         }
         if header.kind == RecordKind::Padding {
             return Ok(Parsed::Padding { bytes });
         }
-        let whole = window.bytes(at, bytes as usize).await?;
-        let start = format::value_offset(header.value_len);
+        let block = self.store.block_bytes as u64;
+        if header.is_detached()
+            && format::detached_value_blocks(at, header.value_at, block).is_none()
+        {
+            return Ok(Parsed::Invalid(format!(
+                "a detached value at offset {} is not block-aligned",
+                at + u64::from(header.value_at)
+            )));
+        }
+        let whole = window.bytes(at, extent as usize).await?;
         let Some(value) = whole.get(start..start + header.value_len as usize) else {
             return Ok(Parsed::Invalid("the record runs past the zone's capacity".into()));
         };
@@ -570,7 +613,8 @@ impl<D: Device + 'static> DiskView<D> {
                 }
             }
         }
-        Ok(Parsed::Record { header, bytes, bad_chunks, bad })
+        let value_from = header.is_detached().then(|| at + u64::from(header.value_at));
+        Ok(Parsed::Record { header, bytes, bad_chunks, bad, value_from })
     }
 }
 

@@ -21,7 +21,10 @@ use ioengine::op::WriteFlags;
 use super::format::{
     self, BATCH_INFO_BYTES, BatchInfo, Checksummed, Key, Location, RECORD_HEADER_BYTES, RecordKind,
 };
-use super::{BATCH_BYTES, KeyClaim, PIPELINE_DEPTH, Store, StoreError, StoreResult, SyncMode};
+use super::{
+    BATCH_BYTES, DETACHED_VALUE_BYTES_MAX, KeyClaim, PIPELINE_DEPTH, Store, StoreError,
+    StoreResult, SyncMode,
+};
 
 /// Bytes of the batch record that opens every batch.
 pub(super) fn batch_record_bytes() -> usize {
@@ -94,6 +97,10 @@ struct IndexChange {
     /// Offset of the record in the batch.
     position: usize,
     value_len: u32,
+    /// crc32c of the value (for the index's check of a detached value).
+    value_crc: u32,
+    /// Offset of a detached value in the batch buffer (in the batch, once it is sealed).
+    value_pos: Option<usize>,
     /// The key's tag slot holds another key (the new entry goes to overflow).
     tag_taken_by_other: bool,
     /// The live block this change replaces or deletes.
@@ -118,6 +125,9 @@ struct OpenBatch {
     buf: BatchBuf,
     /// Bytes the batch may grow to (a buffer may be larger than the batch it was taken for).
     limit_bytes: usize,
+    /// Bytes of detached values, stacked down from `limit_bytes` in the buffer while records
+    /// grow up from its start; sealing moves them to just after the records' last block.
+    values_bytes: usize,
     seq: u64,
     changes: Vec<IndexChange>,
     shared: Rc<BatchShared>,
@@ -497,6 +507,8 @@ impl<D: Device + 'static> Store<D> {
             key: *key,
             position: 0,
             value_len: value.len() as u32,
+            value_crc: checksummed.value_crc,
+            value_pos: None,
             tag_taken_by_other: lookup.tag_taken_by_other,
             old: None,
         }))
@@ -521,6 +533,8 @@ impl<D: Device + 'static> Store<D> {
             key: *key,
             position: 0,
             value_len: 0,
+            value_crc: 0,
+            value_pos: None,
             tag_taken_by_other: lookup.tag_taken_by_other,
             old: Some(found.location),
         };
@@ -557,12 +571,19 @@ impl<D: Device + 'static> Store<D> {
         checksummed: &Checksummed<'_>,
     ) -> StoreResult<()> {
         let value = checksummed.value;
-        let record_len = format::record_bytes(value.len() as u32);
+        let detach = self.detaches(change.kind, value.len());
+        let (record_len, detached_len) = match detach {
+            true => (format::detached_header_bytes(value.len() as u32), value.len()),
+            false => (format::record_bytes(value.len() as u32), 0),
+        };
         let mut turn = None;
         let shared = loop {
             self.check_writable()?;
-            if self.open_has_room(record_len) == Some(true) {
-                break self.encode_into_open(&mut change, checksummed, record_len);
+            if self.open_has_room(record_len, detached_len) == Some(true) {
+                break match detach {
+                    true => self.encode_detached_into_open(&mut change, checksummed),
+                    false => self.encode_into_open(&mut change, checksummed, record_len),
+                };
             }
             if !self.first_in_line(&mut turn).await {
                 continue;
@@ -608,16 +629,32 @@ impl<D: Device + 'static> Store<D> {
         false
     }
 
+    /// Whether a block of `value_len` bytes is written with its value detached: block-aligned
+    /// after the batch's records, so that a GET reads the value's blocks and nothing else.
+    /// Values of whole blocks up to [`DETACHED_VALUE_BYTES_MAX`], on disks of a format that
+    /// has them.
+    fn detaches(&self, kind: RecordKind, value_len: usize) -> bool {
+        kind == RecordKind::Block
+            && self.superblock.detaches_values()
+            && value_len > 0
+            && value_len % self.block_bytes == 0
+            && value_len <= DETACHED_VALUE_BYTES_MAX
+    }
+
     /// Whether the open batch has room for a record of `record_len` bytes (and the padding
-    /// that may follow it); `None` when no batch is open.
-    fn open_has_room(&self, record_len: usize) -> Option<bool> {
+    /// that may follow it) and a detached value of `detached_len` bytes (0: none); `None` when
+    /// no batch is open.
+    fn open_has_room(&self, record_len: usize, detached_len: usize) -> Option<bool> {
         let open = self.writer.open.borrow();
         let batch = open.as_ref()?;
         let used = match &batch.buf {
             BatchBuf::Pooled(buf) => buf.len(),
             BatchBuf::Owned(buf) => buf.len(),
         };
-        Some(used + record_len + RECORD_HEADER_BYTES <= batch.limit_bytes)
+        // The values' area starts at a block boundary (`limit_bytes` and every detached value
+        // are whole blocks), so records that end before it, padding included, fit.
+        let values = batch.values_bytes + detached_len;
+        Some(used + record_len + RECORD_HEADER_BYTES + values <= batch.limit_bytes)
     }
 
     /// Appends a block whose value sits in a buffer laid out as its own batch: the buffer
@@ -634,7 +671,7 @@ impl<D: Device + 'static> Store<D> {
         let mut turn = None;
         let shared = loop {
             self.check_writable()?;
-            let room = self.open_has_room(record_len);
+            let room = self.open_has_room(record_len, 0);
             if room == Some(true) {
                 let checksummed = Checksummed { value: value.value(), chunk_crcs, value_crc };
                 let shared = self.encode_into_open(&mut change, &checksummed, record_len);
@@ -701,7 +738,7 @@ impl<D: Device + 'static> Store<D> {
             start: Cell::new(0),
         });
         *self.writer.open.borrow_mut() =
-            Some(OpenBatch { buf, limit_bytes, seq, changes: Vec::new(), shared });
+            Some(OpenBatch { buf, limit_bytes, values_bytes: 0, seq, changes: Vec::new(), shared });
     }
 
     fn encode_into_open(
@@ -712,6 +749,38 @@ impl<D: Device + 'static> Store<D> {
     ) -> Rc<BatchShared> {
         self.append_record(change, record_len, |out, seq, change, _| {
             format::encode_record_checksummed(out, change.kind, seq, &change.key, value);
+        })
+    }
+
+    /// Appends a block whose value is detached: the value goes on top of the open batch's
+    /// stack of detached values, the header (whose `value_at` is set when the batch is sealed)
+    /// among the records. The caller checked the room.
+    fn encode_detached_into_open(
+        &self,
+        change: &mut IndexChange,
+        value: &Checksummed<'_>,
+    ) -> Rc<BatchShared> {
+        {
+            let mut open = self.writer.open.borrow_mut();
+            let batch = open.as_mut().expect("a batch is open");
+            batch.values_bytes += value.value.len();
+            let at = batch.limit_bytes - batch.values_bytes;
+            let buf = batch.buf.buf();
+            let from = at - buf.len();
+            buf.spare_mut()[from..from + value.value.len()].copy_from_slice(value.value);
+            change.value_pos = Some(at);
+        }
+        let header_len = format::detached_header_bytes(change.value_len);
+        self.append_record(change, header_len, |out, seq, change, _| {
+            format::encode_detached_header(
+                out,
+                seq,
+                &change.key,
+                change.value_len,
+                value.chunk_crcs,
+                value.value_crc,
+                header_len as u32,
+            );
         })
     }
 
@@ -823,12 +892,35 @@ impl<D: Device + 'static> Store<D> {
         let block = self.block_bytes;
         let buf = batch.buf.buf();
         let used = buf.len();
-        let batch_bytes = used.next_multiple_of(block);
+        let records_end = used.next_multiple_of(block);
         // Zero-filled; a gap big enough for a header becomes a padding record.
-        buf.pad_to(batch_bytes);
-        if batch_bytes - used >= RECORD_HEADER_BYTES {
-            format::encode_padding(&mut buf[used..batch_bytes]);
+        buf.pad_to(records_end);
+        if records_end - used >= RECORD_HEADER_BYTES {
+            format::encode_padding(&mut buf[used..records_end]);
         }
+        if batch.values_bytes > 0 {
+            // The detached values move down to just after the records, and each header learns
+            // where its value is.
+            let values_start = batch.limit_bytes - batch.values_bytes;
+            buf.set_len(batch.limit_bytes);
+            buf.copy_within(values_start..batch.limit_bytes, records_end);
+            buf.set_len(records_end + batch.values_bytes);
+            let shift = values_start - records_end;
+            for change in &mut batch.changes {
+                if let Some(pos) = change.value_pos.as_mut() {
+                    *pos -= shift;
+                    let header_len = format::detached_header_bytes(change.value_len);
+                    let value_at = u32::try_from(*pos - change.position).expect("within a batch");
+                    let header = &mut buf[change.position..change.position + header_len];
+                    format::set_value_at(header, value_at);
+                }
+            }
+            self.stats.values_detached.set(
+                self.stats.values_detached.get()
+                    + batch.changes.iter().filter(|c| c.value_pos.is_some()).count() as u64,
+            );
+        }
+        let batch_bytes = buf.len();
         let (zone, start) = match self.place(batch_bytes as u64).await {
             Ok(place) => place,
             Err(err) => {
@@ -1005,6 +1097,7 @@ impl<D: Device + 'static> Store<D> {
     fn acknowledge(&self, shared: &BatchShared, changes: &[IndexChange], batch_bytes: u64) {
         let zone = shared.zone.get();
         let start = shared.start.get();
+        let block = self.block_bytes as u64;
         {
             let mut zones = self.writer.zones.borrow_mut();
             let z = &mut zones[zone as usize];
@@ -1024,12 +1117,19 @@ impl<D: Device + 'static> Store<D> {
             }
             match change.kind {
                 RecordKind::Block => {
-                    let location = Location {
+                    let offset = start + change.position as u64;
+                    let mut location = Location::inline(
                         zone,
-                        offset: u32::try_from(start + change.position as u64)
-                            .expect("zone offsets fit u32"),
-                        value_len: change.value_len,
-                    };
+                        u32::try_from(offset).expect("zone offsets fit u32"),
+                        change.value_len,
+                    );
+                    if let Some(pos) = change.value_pos {
+                        let value_at = (pos - change.position) as u32;
+                        location.value_blocks =
+                            format::detached_value_blocks(offset, value_at, block)
+                                .expect("a batch is far smaller than u16::MAX blocks");
+                        location.check = format::value_check(&change.key, change.value_crc);
+                    }
                     index.insert(&change.key, location, !change.tag_taken_by_other);
                     zones[zone as usize].live_bytes += record_len;
                     self.stats
