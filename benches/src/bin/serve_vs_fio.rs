@@ -225,7 +225,8 @@ impl WorkloadKind {
                     extra: &["--blockalign=4096"],
                     ..job(
                         "fio-8k",
-                        "8 KiB reads at 4 KiB-aligned offsets: what the store reads per GET",
+                        "8 KiB reads at 4 KiB-aligned offsets: what a GET reads on a format \
+                         version 1 disk (header in front of the value)",
                         "randread",
                         8 << 10,
                         32,
@@ -249,8 +250,8 @@ impl WorkloadKind {
             }
             WorkloadKind::Get4k => {
                 "fio reads the daemon's own disk file, where the preload's records are; a GET \
-                 reads the record header, chunk checksum and value aligned outwards to 4 KiB \
-                 blocks (8 KiB for most 4 KiB values: see fio-8k)."
+                 of a 4 KiB value reads its one block (stored block-aligned, format version 2; \
+                 8 KiB on a version 1 disk, as fio-8k reads)."
             }
             WorkloadKind::Put4k => {
                 "fio queues an fdatasync after every write in the same ring and keeps 64 ops \

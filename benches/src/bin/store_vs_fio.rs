@@ -253,7 +253,8 @@ impl WorkloadKind {
                         8 << 10,
                         Some(4 << 10),
                         "fio-8k",
-                        "8 KiB reads at 4 KiB-aligned offsets: what the store reads per GET",
+                        "8 KiB reads at 4 KiB-aligned offsets: what a GET reads on a format \
+                         version 1 disk (header in front of the value)",
                     ),
                 ]
             }
@@ -275,9 +276,10 @@ impl WorkloadKind {
                  write bandwidth, while every store batch is durable before it is acknowledged."
             }
             WorkloadKind::Get4k => {
-                "a store GET reads the record header, the chunk checksum and the value, aligned \
-                 outwards to 4 KiB blocks (8 KiB for most 4 KiB values, which start at \
-                 unaligned offsets); dev KiB/op shows the bytes the device read per GET."
+                "a 4 KiB value is stored block-aligned, its header elsewhere in the batch (format \
+                 version 2), and a GET reads its one block and checks it against the index; \
+                 dev KiB/op shows the bytes the device read per GET (8 KiB on a version 1 disk, \
+                 as fio-8k reads)."
             }
         }
     }

@@ -4,8 +4,8 @@
 //! every index entry points at a record of its key and length. Read-only; generic over the
 //! device so tests run it on the simulated disk too.
 //!
-//! Memory is bounded by the disk's index (held as the daemon holds it, about 20 bytes per key),
-//! a sorted copy of its locations (12 bytes per key), one read window, and the lists below
+//! Memory is bounded by the disk's index (held as the daemon holds it, about 26 bytes per key),
+//! a sorted copy of its locations (20 bytes per key), one read window, and the lists below
 //! (problems and regions capped at `listed_max`, zones listed only on request).
 
 use std::collections::BTreeMap;
