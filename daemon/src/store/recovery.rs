@@ -542,7 +542,7 @@ impl<D: Device + 'static> Store<D> {
             else {
                 // No batch here: the end of the log, or damage to a batch record. Look for a
                 // later batch within what could have been in flight.
-                let mut q = pos + block;
+                let mut q = self.first_written_block(zone, pos + block, pos + resync_window)?;
                 let mut found = None;
                 while q + block <= capacity && q < pos + resync_window {
                     if window.batch_record_at(q, last_seq, limit).await?.is_some() {
@@ -611,6 +611,31 @@ impl<D: Device + 'static> Store<D> {
         }
         report.scanned_bytes += window.read_bytes;
         Ok((pos, clean))
+    }
+
+    /// The first block from `from` on, before `to` and the zone's capacity, that may hold
+    /// written bytes: where a search for a batch starts. Past `to` when nothing was written
+    /// there (a file's never-written or reset space reads as zeroes and needs no reading).
+    pub(super) fn first_written_block(
+        &self,
+        zone: ZoneIndex,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<u64> {
+        let block = self.block_bytes as u64;
+        let to = to.min(self.disk.zone(zone).capacity_bytes);
+        if from >= to {
+            return Ok(from);
+        }
+        let zone_start = self.disk.geometry().zone_start(zone);
+        let written = self
+            .disk
+            .written_from(zone_start + from, zone_start + to)
+            .map_err(|e| io(&self.name, e))?;
+        Ok(match written {
+            Some(at) => ((at - zone_start) / block * block).max(from),
+            None => to,
+        })
     }
 
     /// Restores each zone's write pointer on emulated devices, and finishes partly written
@@ -890,6 +915,11 @@ pub(super) struct ScanWindow<'a, D: Device + 'static> {
 impl<'a, D: Device + 'static> ScanWindow<'a, D> {
     pub(super) fn new(store: &'a Store<D>, zone: ZoneIndex, capacity: u64) -> Self {
         ScanWindow { store, zone, capacity, buf: None, buf_start: 0, next: None, read_bytes: 0 }
+    }
+
+    /// The zone it reads.
+    pub(super) fn zone(&self) -> ZoneIndex {
+        self.zone
     }
 
     /// A window that holds `[start, end)`: the one read ahead when it does (a failed

@@ -389,7 +389,11 @@ impl<D: Device + 'static> DiskView<D> {
         capacity: u64,
     ) -> StoreResult<Option<u64>> {
         let block = self.store.block_bytes as u64;
-        let mut q = pos + block;
+        let mut q = self.store.first_written_block(
+            window.zone(),
+            pos + block,
+            pos + self.resync_window_bytes,
+        )?;
         while q + block <= capacity && q < pos + self.resync_window_bytes {
             if window.batch_record_at(q, last_seq, self.batch_limit_bytes).await?.is_some() {
                 return Ok(Some(q));

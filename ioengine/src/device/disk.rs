@@ -354,6 +354,19 @@ impl Device for Disk {
         self.table.borrow_mut().restore_write_pointer(zone, write_pointer)
     }
 
+    fn written_from(&self, offset: u64, end: u64) -> Result<Option<u64>> {
+        if self.geometry.kind != DeviceKind::File || offset >= end {
+            return Ok((offset < end).then_some(offset));
+        }
+        // The file system knows which ranges were never written (or were zeroed by a reset:
+        // ZERO_RANGE leaves unwritten extents, which SEEK_DATA skips like holes).
+        match crate::sys::seek_data(&self.file, offset) {
+            Ok(found) => Ok(found.filter(|&at| at < end)),
+            // A file system without SEEK_DATA support: assume data.
+            Err(_) => Ok(Some(offset)),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -240,6 +240,17 @@ pub trait Device {
         Err(crate::Error::Unsupported { op: crate::OpKind::Write })
     }
 
+    /// Where in `[offset, end)` written bytes may start: the first offset from which the
+    /// backend cannot promise zeroes, or None when the whole range reads as zeroes without
+    /// having been written since the file was allocated or its zone reset. Regular files know
+    /// (holes and unwritten extents, which zone resets make, read as zeroes without touching
+    /// the device); other backends answer `Some(offset)`. A scan uses it to skip ranges that
+    /// cannot hold a record instead of reading them.
+    fn written_from(&self, offset: u64, end: u64) -> Result<Option<u64>> {
+        let _ = end;
+        Ok(Some(offset))
+    }
+
     /// Path or name, for messages.
     fn name(&self) -> &str;
 }

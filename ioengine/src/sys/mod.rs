@@ -79,6 +79,18 @@ pub fn fallocate(fd: &impl AsRawFd, mode: i32, offset: u64, len: u64) -> io::Res
     Ok(())
 }
 
+/// lseek(2) with SEEK_DATA: the first offset at or after `offset` that holds data, or None
+/// when only holes follow (ENXIO).
+pub fn seek_data(fd: &impl AsRawFd, offset: u64) -> io::Result<Option<u64>> {
+    // SAFETY: plain integer arguments on an fd the caller owns.
+    let at = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(err) }
+}
+
 /// fstat(2).
 pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data; fstat fills it.
