@@ -41,26 +41,50 @@ pub const COARSE_TICK: Duration = Duration::from_millis(20);
 ///
 /// # Panics
 /// When called outside a core (a programming error).
-pub async fn timeout_coarse<F: Future>(
-    duration: Duration,
+///
+/// A future of its own rather than an `async fn`: an `async fn` keeps its argument and the
+/// pinned copy it polls side by side, doubling the size of every task that wraps a large
+/// future (a server's request task was 19 KiB, copied into place at every spawn).
+pub fn timeout_coarse<F: Future>(duration: Duration, future: F) -> TimeoutCoarse<F> {
+    TimeoutCoarse { future, duration, slot: None }
+}
+
+/// The future of [`timeout_coarse`].
+pub struct TimeoutCoarse<F> {
     future: F,
-) -> Result<F::Output, Elapsed> {
-    let deadlines = coarse::current();
-    let mut future = pin!(future);
-    let mut slot: Option<coarse::Registration> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+    duration: Duration,
+    /// The deadline, registered at the first poll that finds the future pending.
+    slot: Option<coarse::Registration>,
+}
+
+impl<F> std::fmt::Debug for TimeoutCoarse<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeoutCoarse").field("duration", &self.duration).finish()
+    }
+}
+
+impl<F: Future> Future for TimeoutCoarse<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is pinned structurally: it is never moved out of `self` nor
+        // exposed unpinned, and no Drop impl or Unpin impl of ours moves it. The other fields
+        // are not pinned and are only used through `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above: `this.future` stays where it is until `self` is dropped.
+        let future = unsafe { std::pin::Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(output) = future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        let registration = slot.get_or_insert_with(|| {
-            coarse::Registration::new(&deadlines, Instant::now() + duration)
+        let duration = this.duration;
+        let registration = this.slot.get_or_insert_with(|| {
+            coarse::Registration::new(&coarse::current(), Instant::now() + duration)
         });
         if registration.expired(cx.waker()) {
             return Poll::Ready(Err(Elapsed(duration)));
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 use std::time::Instant;

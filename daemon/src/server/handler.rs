@@ -135,7 +135,8 @@ impl CoreServer {
         let answer = if owner == self.index {
             ioengine::time::timeout_coarse(timeout, self.execute(job, || false)).await
         } else {
-            ioengine::time::timeout_coarse(timeout, self.forward(owner, job)).await
+            // Boxed: most requests run on their own core, and a task's size is what it copies.
+            ioengine::time::timeout_coarse(timeout, Box::pin(self.forward(owner, job))).await
         };
         answer.unwrap_or_else(|_| {
             Reply::error(
@@ -236,8 +237,13 @@ impl CoreServer {
                     return Reply::error(Status::BadRequest, "PUT without a value");
                 };
                 // The store writes the value from its buffer or copies it, then recycles it.
-                let outcome =
-                    store.put_received(&key, value.buf, &value.chunk_crcs, value.value_crc).await;
+                let outcome = Box::pin(store.put_received(
+                    &key,
+                    value.buf,
+                    &value.chunk_crcs,
+                    value.value_crc,
+                ))
+                .await;
                 match outcome {
                     Ok(PutOutcome::Stored) => Reply::ok(ResponseBody::Put(WirePutOutcome::Stored)),
                     Ok(PutOutcome::AlreadyStored) => {
@@ -246,7 +252,7 @@ impl CoreServer {
                     Err(err) => Reply::of_store_error(&err),
                 }
             }
-            RequestBody::Delete => match store.delete(&key).await {
+            RequestBody::Delete => match Box::pin(store.delete(&key)).await {
                 Ok(()) => Reply::ok(ResponseBody::Delete),
                 Err(err) => Reply::of_store_error(&err),
             },
@@ -281,7 +287,7 @@ impl CoreServer {
                     Err(err) => Reply::of_store_error(&err),
                 }
             }
-            RequestBody::Stat => match store.stat(&key).await {
+            RequestBody::Stat => match Box::pin(store.stat(&key)).await {
                 Ok(stat) => Reply::ok(ResponseBody::Stat(StatResponse {
                     value_len: stat.value_len,
                     value_crc32c: stat.value_crc,
@@ -289,7 +295,7 @@ impl CoreServer {
                 })),
                 Err(err) => Reply::of_store_error(&err),
             },
-            RequestBody::Exists => match store.exists(&key).await {
+            RequestBody::Exists => match Box::pin(store.exists(&key)).await {
                 Ok(exists) => Reply::ok(ResponseBody::Exists(exists)),
                 Err(err) => Reply::of_store_error(&err),
             },
@@ -301,7 +307,7 @@ impl CoreServer {
                         return Reply::error(Status::BadRequest, "not a cursor this node made");
                     }
                 };
-                match store.list(cursor, list.keys_max as usize).await {
+                match Box::pin(store.list(cursor, list.keys_max as usize)).await {
                     Ok((keys, next)) => Reply::ok(ResponseBody::List(ListPage {
                         keys,
                         next: next.map(ListCursor::from_u64),

@@ -279,10 +279,11 @@ impl<D: Device + 'static> Store<D> {
                 (None, at, buf, value_at)
             } else {
                 let value_offset = value_start + chunks_start as u64;
-                let (header, body) = futures_join(
+                // Boxed: the two reads in flight would double the size of every GET's task.
+                let (header, body) = Box::pin(futures_join(
                     self.read_span(location.zone, u64::from(location.offset), head),
                     self.read_span(location.zone, value_offset, chunks_end - chunks_start),
-                )
+                ))
                 .await;
                 let (hbuf, hat) = header?;
                 let (vbuf, vat) = body?;
