@@ -398,6 +398,20 @@ pub struct BufPool {
 
 /// Huge page size asked for large pools (x86-64 and arm64 with 4 KiB base pages).
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
+
+/// Asks for transparent huge pages under the 2 MiB-aligned part of a vector's allocation, for
+/// a large table read at random (an index), where 4 KiB pages cost a TLB miss per lookup (a
+/// nested page walk in a virtual machine). Advice only: call it before filling the vector, so
+/// the pages it faults in are huge; with THP off or unavailable nothing changes.
+pub fn advise_huge_pages<T>(v: &mut Vec<T>) {
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    let start = v.as_mut_ptr() as usize;
+    let from = start.next_multiple_of(HUGE_PAGE_BYTES);
+    let to = (start + bytes) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    if to > from {
+        let _ = crate::sys::advise_huge_pages(from as *mut u8, to - from);
+    }
+}
 /// [`AlignedBuf::for_writes`] backs buffers of at least this many bytes with huge pages (so at
 /// most half of such a buffer's memory is rounding).
 pub const HUGE_BUF_BYTES_MIN: usize = HUGE_PAGE_BYTES / 2;

@@ -257,6 +257,18 @@ impl Index {
         self.merge_sorted(slots);
     }
 
+    /// Makes room in the base for `additional` slots about to be restored from a checkpoint
+    /// (in huge pages where the system has them: lookups are random).
+    pub fn reserve_base(&mut self, additional: usize) {
+        if self.base.capacity() - self.base.len() >= additional {
+            return;
+        }
+        let mut base = Vec::with_capacity(self.base.len() + additional);
+        ioengine::buf::advise_huge_pages(&mut base);
+        base.extend_from_slice(&self.base);
+        self.base = base;
+    }
+
     /// Appends a tag slot while restoring a checkpoint whose entries come sorted by tag.
     /// Falls back to `insert_tag` if the order is broken (a damaged checkpoint is rejected by
     /// its checksum first; this only keeps the index correct regardless).
@@ -315,6 +327,7 @@ impl Index {
         delta.sort_unstable_by_key(|s| s.tag);
         let live = self.base.len() - self.base_dead + delta.len();
         let mut merged = Vec::with_capacity(live);
+        ioengine::buf::advise_huge_pages(&mut merged);
         let mut base = self.base.iter().filter(|s| !s.is_dead()).peekable();
         let mut delta = delta.into_iter().peekable();
         loop {

@@ -861,6 +861,8 @@ fn apply_checkpoint(
         at += CHECKPOINT_ZONE_BYTES;
     }
     let version = header.format_version;
+    // The count was checked against the body's length, which was read whole.
+    index.reserve_base(usize::try_from(header.entry_count).unwrap_or(0));
     for _ in 0..header.entry_count {
         if let Ok(entry) = CheckpointEntry::decode(&body[at..], version) {
             index.push_sorted(entry.tag, entry.location);
