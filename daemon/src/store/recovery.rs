@@ -885,6 +885,25 @@ struct Gap {
     seq_before: u64,
 }
 
+/// Zone byte ranges of detached values found while salvaging, which are not searched for
+/// records: a value's bytes are the client's, and could look like a record.
+#[derive(Debug, Default)]
+pub(super) struct ValueSpans(std::collections::BTreeMap<u64, u64>);
+
+impl ValueSpans {
+    /// Adds the value at `[from, to)`.
+    pub(super) fn add(&mut self, from: u64, to: u64) {
+        let end = self.0.entry(from).or_insert(to);
+        *end = (*end).max(to);
+    }
+
+    /// The end of a value that covers `at`, if one does (values do not overlap in a batch this
+    /// store wrote; if damaged ones do, the first that starts at or before `at` decides).
+    pub(super) fn covering(&self, at: u64) -> Option<u64> {
+        self.0.range(..=at).next_back().map(|(_, &end)| end).filter(|&end| at < end)
+    }
+}
+
 /// A record the scanner decoded at some offset.
 struct FoundRecord {
     /// The block or tombstone (None: padding).
@@ -1037,10 +1056,9 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         // Detached values follow every header of the batch: the headers end where they start.
         let mut values_from = batch_end;
         while at + RECORD_HEADER_BYTES as u64 <= values_from {
-            let Some(found) = self.record_at(at, seq, true).await? else { return Ok(None) };
-            if found.end > batch_end {
+            let Some(found) = self.record_at(at, seq, true, batch_end).await? else {
                 return Ok(None);
-            }
+            };
             if let Some(record) = found.record {
                 if let Some(value) = found.value_from {
                     values_from = values_from.min(value);
@@ -1056,14 +1074,16 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         Ok(Some((records, seq)))
     }
 
-    /// The record at `at` (None inside: padding), with its length; None if invalid. With
-    /// `value_must_verify` false, a record whose header verifies is returned even if its value
-    /// does not (salvage: a read of that key then reports a checksum error, not "not found").
+    /// The record at `at` (None inside: padding), with its length; None if invalid or if its
+    /// bytes (a detached value's included) would run past `end`. With `value_must_verify`
+    /// false, a record whose header verifies is returned even if its value does not (salvage:
+    /// a read of that key then reports a checksum error, not "not found").
     async fn record_at(
         &mut self,
         at: u64,
         last_seq: u64,
         value_must_verify: bool,
+        end: u64,
     ) -> StoreResult<Option<FoundRecord>> {
         let vmax = self.store.superblock.value_bytes_max;
         let head = self.bytes(at, RECORD_HEADER_BYTES).await?;
@@ -1086,6 +1106,10 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         } else {
             (format::value_offset(header.value_len), len)
         };
+        // Checked before reading: `value_at` comes from the disk, and a read is a buffer.
+        if at + extent as u64 > end {
+            return Ok(None);
+        }
         let whole = self.bytes(at, extent).await?;
         if whole.len() < extent
             || (value_must_verify && !verify_value(whole, value_start, header.value_len))
@@ -1123,18 +1147,18 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let mut kept = 0;
         let mut at = from;
         // Detached values of the records kept: their bytes are not searched for records.
-        let mut values: Vec<(u64, u64)> = Vec::new();
+        let mut values = ValueSpans::default();
         while at + RECORD_HEADER_BYTES as u64 <= to {
-            if let Some(&(_, end)) = values.iter().find(|(s, e)| (*s..*e).contains(&at)) {
+            if let Some(end) = values.covering(at) {
                 at = end;
                 continue;
             }
-            match self.record_at(at, last_seq, value_must_verify).await? {
-                Some(FoundRecord { record: Some(record), len, end, value_from }) if end <= to => {
+            match self.record_at(at, last_seq, value_must_verify, to).await? {
+                Some(FoundRecord { record: Some(record), len, end, value_from }) => {
                     tail.push(record);
                     kept += 1;
                     if let Some(value) = value_from {
-                        values.push((value, end));
+                        values.add(value, end);
                     }
                     at += len;
                 }
@@ -1190,5 +1214,26 @@ impl std::hash::Hasher for IdentityHasher {
     }
     fn write_u64(&mut self, value: u64) {
         self.0 = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ValueSpans;
+
+    #[test]
+    fn value_spans_say_which_value_covers_an_offset() {
+        let mut spans = ValueSpans::default();
+        assert_eq!(spans.covering(100), None);
+        spans.add(8192, 12_288);
+        spans.add(4096, 8192);
+        spans.add(16_384, 32_768);
+        assert_eq!(spans.covering(4095), None);
+        assert_eq!(spans.covering(4096), Some(8192));
+        assert_eq!(spans.covering(8191), Some(8192));
+        assert_eq!(spans.covering(8192), Some(12_288));
+        assert_eq!(spans.covering(12_288), None);
+        assert_eq!(spans.covering(20_000), Some(32_768));
+        assert_eq!(spans.covering(40_000), None);
     }
 }

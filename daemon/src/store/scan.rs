@@ -16,7 +16,7 @@ use super::format::{
     self, BatchInfo, CheckpointHeader, FormatError, Key, Location, RECORD_ALIGN_BYTES,
     RECORD_HEADER_BYTES, RecordHeader, RecordKind, Superblock,
 };
-use super::recovery::{Recovered, ScanWindow};
+use super::recovery::{Recovered, ScanWindow, ValueSpans};
 use super::writer::{ZoneLog, batch_record_bytes};
 use super::{RecoveryReport, Store, StoreConfig, StoreResult};
 
@@ -500,9 +500,9 @@ impl<D: Device + 'static> DiskView<D> {
     ) -> StoreResult<()> {
         let mut at = region.from;
         // Detached values of the records found: their bytes are not searched for records.
-        let mut values: Vec<(u64, u64)> = Vec::new();
+        let mut values = ValueSpans::default();
         while at + RECORD_HEADER_BYTES as u64 <= region.to {
-            if let Some(&(_, end)) = values.iter().find(|(s, e)| (*s..*e).contains(&at)) {
+            if let Some(end) = values.covering(at) {
                 at = end;
                 continue;
             }
@@ -519,7 +519,7 @@ impl<D: Device + 'static> DiskView<D> {
                         value_ok: bad == 0,
                     });
                     if let Some(value) = value_from {
-                        values.push((value, value + u64::from(header.value_len)));
+                        values.add(value, value + u64::from(header.value_len));
                     }
                     at += bytes;
                 }
