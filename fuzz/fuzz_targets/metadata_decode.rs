@@ -18,6 +18,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(CheckpointHeader::decode(&header.encode()).ok(), Some(header));
     }
     let _ = ZoneState::decode(data);
-    let _ = CheckpointEntry::decode(data);
-    let _ = OverflowEntry::decode(data);
+    // Entry sizes depend on the checkpoint's format version (1: 20/44 bytes, 2: 26/50).
+    for version in [1, 2] {
+        if let Ok(entry) = CheckpointEntry::decode(data, version) {
+            let mut out = Vec::new();
+            entry.encode_into(&mut out, version);
+            assert_eq!(out[..], data[..out.len()]);
+        }
+        let _ = OverflowEntry::decode(data, version);
+    }
 });
