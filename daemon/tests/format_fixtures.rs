@@ -45,6 +45,43 @@ fn superblock() -> Superblock {
     }
 }
 
+/// A checkpoint header of `format_version` and a body of one zone state, one index entry and
+/// one overflow entry at `location`, encoded.
+fn checkpoint_pieces(
+    format_version: u32,
+    location: Location,
+) -> ([u8; format::CHECKPOINT_HEADER_BYTES], Vec<u8>) {
+    let entry = format::checkpoint_entry_bytes(format_version) as u64;
+    let overflow = format::checkpoint_overflow_bytes(format_version) as u64;
+    let header = CheckpointHeader {
+        format_version,
+        generation: 2,
+        covered_seq: 100,
+        next_seq: 101,
+        zone_count: 1,
+        entry_count: 1,
+        overflow_count: 1,
+        body_bytes: 24 + entry + overflow,
+        body_crc: 0x1234_5678,
+        written_unix_ms: 1_795_000_000_001,
+        clean: true,
+        disk_uuid: *b"0123456789abcdef",
+    }
+    .encode();
+    let mut body = Vec::new();
+    ZoneState { zone: 3, write_offset: 8192, live_bytes: 4000, flags: 1 }.encode_into(&mut body);
+    CheckpointEntry { tag: 0x0102_0304_0506_0708, location }.encode_into(&mut body, format_version);
+    OverflowEntry { key: [0x33; 32], location }.encode_into(&mut body, format_version);
+    (header, body)
+}
+
+/// Each (what, encoded hex, pinned hex) must match.
+fn assert_pinned(actual: &[(&str, String, &str)]) {
+    for (what, got, want) in actual {
+        assert_eq!(got, want, "{what} encoding changed: bump the format version instead");
+    }
+}
+
 #[test]
 fn encodings_are_pinned() {
     let sb = superblock().encode();
@@ -55,26 +92,7 @@ fn encodings_are_pinned() {
     let mut padding = vec![0u8; 72];
     format::encode_padding(&mut padding);
     let batch = BatchInfo { batch_bytes: 8192, acked_end: 4096, record_count: 3 }.encode();
-    let header = CheckpointHeader {
-        format_version: 1,
-        generation: 2,
-        covered_seq: 100,
-        next_seq: 101,
-        zone_count: 1,
-        entry_count: 1,
-        overflow_count: 1,
-        body_bytes: 24 + 20 + 44,
-        body_crc: 0x1234_5678,
-        written_unix_ms: 1_795_000_000_001,
-        clean: true,
-        disk_uuid: *b"0123456789abcdef",
-    }
-    .encode();
-    let mut body = Vec::new();
-    ZoneState { zone: 3, write_offset: 8192, live_bytes: 4000, flags: 1 }.encode_into(&mut body);
-    let location = Location::inline(3, 72, 10);
-    CheckpointEntry { tag: 0x0102_0304_0506_0708, location }.encode_into(&mut body, 1);
-    OverflowEntry { key: [0x33; 32], location }.encode_into(&mut body, 1);
+    let (header, body) = checkpoint_pieces(1, Location::inline(3, 72, 10));
     let actual = [
         ("superblock", hex(&sb), SUPERBLOCK_HEX),
         ("record", hex(&record), RECORD_HEX),
@@ -84,9 +102,7 @@ fn encodings_are_pinned() {
         ("checkpoint header", hex(&header), CHECKPOINT_HEADER_HEX),
         ("checkpoint body", hex(&body), CHECKPOINT_BODY_HEX),
     ];
-    for (what, got, want) in actual {
-        assert_eq!(got, want, "{what} encoding changed: bump the format version instead");
-    }
+    assert_pinned(&actual);
 }
 
 const SUPERBLOCK_V2_HEX: &str = "5348494e474c4500020000008000000030313233343536373839616263646566005e56eea1010000001000000c000000000001000000000001000000004000006665646362613938373635343332313000000000000000000000000000000000000000000000000000000000000000000000000000000000000000005b3fb01e";
@@ -110,36 +126,16 @@ fn version_2_encodings_are_pinned() {
         checksummed.value_crc,
         4096 - 200,
     );
-    let header = CheckpointHeader {
-        format_version: 2,
-        generation: 2,
-        covered_seq: 100,
-        next_seq: 101,
-        zone_count: 1,
-        entry_count: 1,
-        overflow_count: 1,
-        body_bytes: 24 + 26 + 50,
-        body_crc: 0x1234_5678,
-        written_unix_ms: 1_795_000_000_001,
-        clean: true,
-        disk_uuid: *b"0123456789abcdef",
-    }
-    .encode();
-    let mut body = Vec::new();
-    ZoneState { zone: 3, write_offset: 8192, live_bytes: 4000, flags: 1 }.encode_into(&mut body);
     let location =
         Location { zone: 3, offset: 200, value_len: 4096, check: 0xA1B2_C3D4, value_blocks: 1 };
-    CheckpointEntry { tag: 0x0102_0304_0506_0708, location }.encode_into(&mut body, 2);
-    OverflowEntry { key: [0x33; 32], location }.encode_into(&mut body, 2);
+    let (header, body) = checkpoint_pieces(2, location);
     let actual = [
         ("superblock", hex(&sb), SUPERBLOCK_V2_HEX),
         ("detached block header", hex(&detached), DETACHED_HEX),
         ("checkpoint header", hex(&header), CHECKPOINT_HEADER_V2_HEX),
         ("checkpoint body", hex(&body), CHECKPOINT_BODY_V2_HEX),
     ];
-    for (what, got, want) in actual {
-        assert_eq!(got, want, "{what} encoding changed: bump the format version instead");
-    }
+    assert_pinned(&actual);
 }
 
 fn fixture_path(version: u32) -> PathBuf {

@@ -90,14 +90,20 @@ async fn check_all(s: &Rc<Store<SimDisk>>, deleted: &[u32]) {
     }
 }
 
+/// A store formatted on a new simulated disk of `seed`, with every key stored.
+async fn filled_store(seed: u64) -> Rc<Store<SimDisk>> {
+    let disk = SimDisk::new(sim_config(), seed).unwrap();
+    let options = FormatOptions { value_bytes_max: 1 << 20, checkpoint_zones_per_set: 1 };
+    store::format(&disk, &options, false).await.unwrap();
+    let s = Store::open(disk, store_config()).await.unwrap();
+    fill(&s).await;
+    s
+}
+
 #[test]
 fn whole_block_values_are_read_alone_and_survive_crashes_and_restarts() {
     Core::new(256).unwrap().block_on(async {
-        let disk = SimDisk::new(sim_config(), 11).unwrap();
-        let options = FormatOptions { value_bytes_max: 1 << 20, checkpoint_zones_per_set: 1 };
-        store::format(&disk, &options, false).await.unwrap();
-        let s = Store::open(disk, store_config()).await.unwrap();
-        fill(&s).await;
+        let s = filled_store(11).await;
         let detached = (0..KEYS).filter(|&i| is_detached(i)).count() as u64;
         assert_eq!(s.stats().values_detached.get(), detached);
         assert!(s.stats().batches.get() < u64::from(KEYS) / 4, "PUTs shared batches");
@@ -140,11 +146,7 @@ fn whole_block_values_are_read_alone_and_survive_crashes_and_restarts() {
 #[test]
 fn a_flipped_bit_in_a_detached_value_is_a_checksum_error_never_data() {
     Core::new(256).unwrap().block_on(async {
-        let disk = SimDisk::new(sim_config(), 12).unwrap();
-        let options = FormatOptions { value_bytes_max: 1 << 20, checkpoint_zones_per_set: 1 };
-        store::format(&disk, &options, false).await.unwrap();
-        let s = Store::open(disk, store_config()).await.unwrap();
-        fill(&s).await;
+        let s = filled_store(12).await;
         let location = s.location_of(&key(5)).unwrap();
         let block = u64::from(s.superblock().block_bytes);
         let value_at = location.detached_value_offset(block).expect("a detached value");

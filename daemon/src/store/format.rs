@@ -273,12 +273,30 @@ impl RecordHeader {
         self.value_at != 0
     }
 
-    /// Bytes the record takes where it is (a detached value is counted where it lies).
+    /// Bytes the record takes where it is, to the next record (a detached value is counted
+    /// where it lies).
     pub fn span_bytes(&self) -> usize {
-        if self.is_detached() {
+        if self.kind == RecordKind::Padding {
+            RECORD_HEADER_BYTES + self.value_len as usize
+        } else if self.is_detached() {
             detached_header_bytes(self.value_len)
         } else {
             record_bytes(self.value_len)
+        }
+    }
+
+    /// Where the value starts, in bytes from the record's start.
+    pub fn value_start(&self) -> usize {
+        if self.is_detached() { self.value_at as usize } else { value_offset(self.value_len) }
+    }
+
+    /// Bytes from the record's start to the end of everything it has: its span, or the end of
+    /// its detached value.
+    pub fn extent_bytes(&self) -> usize {
+        if self.is_detached() {
+            self.value_at as usize + self.value_len as usize
+        } else {
+            self.span_bytes()
         }
     }
 }
@@ -825,10 +843,23 @@ impl Location {
         header: &RecordHeader,
         block_bytes: u64,
     ) -> Option<Location> {
-        let mut location = Location::inline(zone, u32::try_from(offset).ok()?, header.value_len);
-        if header.is_detached() {
-            location.value_blocks = detached_value_blocks(offset, header.value_at, block_bytes)?;
-            location.check = value_check(&header.key, header.value_crc);
+        let value = (&header.key, header.value_crc, header.value_at);
+        Location::of(zone, offset, header.value_len, value, block_bytes)
+    }
+
+    /// The location of a block at zone offset `offset` whose value of `value_len` bytes has
+    /// (key, crc32c, `value_at`: 0 when it follows the header), as [`Location::of_record`].
+    pub fn of(
+        zone: u32,
+        offset: u64,
+        value_len: u32,
+        (key, value_crc, value_at): (&Key, u32, u32),
+        block_bytes: u64,
+    ) -> Option<Location> {
+        let mut location = Location::inline(zone, u32::try_from(offset).ok()?, value_len);
+        if value_at != 0 {
+            location.value_blocks = detached_value_blocks(offset, value_at, block_bytes)?;
+            location.check = value_check(key, value_crc);
         }
         Some(location)
     }

@@ -297,8 +297,7 @@ impl<D: Device + 'static> Store<D> {
         if header.key != *key {
             return Err(self.corrupt(location, format!("{OTHER_KEY} at the indexed location")));
         }
-        let header_value_start = u64::from(location.offset)
-            + if header.is_detached() { u64::from(header.value_at) } else { head as u64 };
+        let header_value_start = u64::from(location.offset) + header.value_start() as u64;
         if header_value_start != value_start {
             return Err(self.corrupt(
                 location,

@@ -1091,7 +1091,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         let head = self.bytes(at, span).await?;
         let Ok(header) = format::decode_header(head, vmax) else { return Ok(None) };
         if header.kind == RecordKind::Padding {
-            let len = (RECORD_HEADER_BYTES + header.value_len as usize) as u64;
+            let len = header.span_bytes() as u64;
             return Ok(Some(FoundRecord { record: None, len, end: at + len, value_from: None }));
         }
         if header.seq <= last_seq
@@ -1101,11 +1101,7 @@ impl<'a, D: Device + 'static> ScanWindow<'a, D> {
         }
         let len = header.span_bytes();
         // A detached value is read with its header: one window holds both.
-        let (value_start, extent) = if header.is_detached() {
-            (header.value_at as usize, header.value_at as usize + header.value_len as usize)
-        } else {
-            (format::value_offset(header.value_len), len)
-        };
+        let (value_start, extent) = (header.value_start(), header.extent_bytes());
         // Checked before reading: `value_at` comes from the disk, and a read is a buffer.
         if at + extent as u64 > end {
             return Ok(None);

@@ -461,13 +461,7 @@ impl<D: Device + 'static> DiskView<D> {
                     }
                     seq = seq.max(header.seq);
                     describe_bad_chunks(region, at, &header, &bad_chunks, bad);
-                    let taken = bytes + value_from.map_or(0, |_| u64::from(header.value_len));
-                    sink(WalkEvent::Record {
-                        offset: at,
-                        header,
-                        bytes: taken,
-                        value_ok: bad == 0,
-                    });
+                    sink(record_event(at, header, bytes, value_from, bad));
                     records += 1;
                     at += bytes;
                 }
@@ -511,13 +505,7 @@ impl<D: Device + 'static> DiskView<D> {
                     if header.seq > last_seq =>
                 {
                     describe_bad_chunks(region, at, &header, &bad_chunks, bad);
-                    let taken = bytes + value_from.map_or(0, |_| u64::from(header.value_len));
-                    sink(WalkEvent::Record {
-                        offset: at,
-                        header,
-                        bytes: taken,
-                        value_ok: bad == 0,
-                    });
+                    sink(record_event(at, header, bytes, value_from, bad));
                     if let Some(value) = value_from {
                         values.add(value, value + u64::from(header.value_len));
                     }
@@ -571,20 +559,12 @@ impl<D: Device + 'static> DiskView<D> {
             Ok(header) => header,
             Err(err) => return Ok(Parsed::Invalid(err.to_string())),
         };
-        let bytes = match header.kind {
-            RecordKind::Padding => (RECORD_HEADER_BYTES + header.value_len as usize) as u64,
-            RecordKind::Block | RecordKind::Tombstone => header.span_bytes() as u64,
-            RecordKind::Batch => {
-                return Ok(Parsed::Invalid("a batch record inside a batch".into()));
-            }
-        };
+        if header.kind == RecordKind::Batch {
+            return Ok(Parsed::Invalid("a batch record inside a batch".into()));
+        }
+        let bytes = header.span_bytes() as u64;
         // A detached value is read with its header: one window holds both.
-        let (start, extent) = if header.is_detached() {
-            let start = header.value_at as usize;
-            (start, (start + header.value_len as usize) as u64)
-        } else {
-            (format::value_offset(header.value_len), bytes)
-        };
+        let (start, extent) = (header.value_start(), header.extent_bytes() as u64);
         if at + extent > end {
             return Ok(Parsed::Invalid(format!(
                 "a {} record of {extent} bytes would run past offset {end}",
@@ -620,6 +600,19 @@ impl<D: Device + 'static> DiskView<D> {
         let value_from = header.is_detached().then(|| at + u64::from(header.value_at));
         Ok(Parsed::Record { header, bytes, bad_chunks, bad, value_from })
     }
+}
+
+/// The event of a record at `at` that took `bytes` to the next record, whose detached value (if
+/// any) starts at `value_from`, with `bad` failing chunks: its bytes count the value too.
+fn record_event<'a>(
+    at: u64,
+    header: RecordHeader,
+    bytes: u64,
+    value_from: Option<u64>,
+    bad: usize,
+) -> WalkEvent<'a> {
+    let bytes = bytes + value_from.map_or(0, |_| u64::from(header.value_len));
+    WalkEvent::Record { offset: at, header, bytes, value_ok: bad == 0 }
 }
 
 /// Adds a finding for a record whose value failed its chunk checksums.

@@ -572,17 +572,19 @@ impl<D: Device + 'static> Store<D> {
     ) -> StoreResult<()> {
         let value = checksummed.value;
         let detach = self.detaches(change.kind, value.len());
-        let (record_len, detached_len) = match detach {
-            true => (format::detached_header_bytes(value.len() as u32), value.len()),
-            false => (format::record_bytes(value.len() as u32), 0),
+        let (record_len, detached_len) = if detach {
+            (format::detached_header_bytes(value.len() as u32), value.len())
+        } else {
+            (format::record_bytes(value.len() as u32), 0)
         };
         let mut turn = None;
         let shared = loop {
             self.check_writable()?;
             if self.open_has_room(record_len, detached_len) == Some(true) {
-                break match detach {
-                    true => self.encode_detached_into_open(&mut change, checksummed),
-                    false => self.encode_into_open(&mut change, checksummed, record_len),
+                break if detach {
+                    self.encode_detached_into_open(&mut change, checksummed)
+                } else {
+                    self.encode_into_open(&mut change, checksummed, record_len)
                 };
             }
             if !self.first_in_line(&mut turn).await {
@@ -1118,18 +1120,15 @@ impl<D: Device + 'static> Store<D> {
             match change.kind {
                 RecordKind::Block => {
                     let offset = start + change.position as u64;
-                    let mut location = Location::inline(
+                    let value_at = change.value_pos.map_or(0, |pos| (pos - change.position) as u32);
+                    let location = Location::of(
                         zone,
-                        u32::try_from(offset).expect("zone offsets fit u32"),
+                        offset,
                         change.value_len,
-                    );
-                    if let Some(pos) = change.value_pos {
-                        let value_at = (pos - change.position) as u32;
-                        location.value_blocks =
-                            format::detached_value_blocks(offset, value_at, block)
-                                .expect("a batch is far smaller than u16::MAX blocks");
-                        location.check = format::value_check(&change.key, change.value_crc);
-                    }
+                        (&change.key, change.value_crc, value_at),
+                        block,
+                    )
+                    .expect("zone offsets fit u32, and a batch is far under u16::MAX blocks");
                     index.insert(&change.key, location, !change.tag_taken_by_other);
                     zones[zone as usize].live_bytes += record_len;
                     self.stats
