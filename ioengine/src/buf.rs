@@ -92,7 +92,7 @@ unsafe impl<B: IoBuf> IoBuf for Rc<B> {
 }
 
 /// Bytes of recycled buffers a thread keeps for [`AlignedBuf::reuse_or_new`].
-pub const RECYCLED_BYTES_MAX: usize = 32 << 20;
+pub const RECYCLED_BYTES_MAX: usize = 64 << 20;
 /// Recycled buffers a thread keeps at most.
 pub const RECYCLED_BUFFERS_MAX: usize = 64;
 

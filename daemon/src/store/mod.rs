@@ -43,8 +43,22 @@ pub const BATCH_BYTES: usize = 2 << 20;
 /// of it reads its blocks and nothing else (the header and its checksums are elsewhere in the
 /// batch). Sealing a batch moves its detached values once, so the cap bounds that copy.
 pub const DETACHED_VALUE_BYTES_MAX: usize = 16 << 10;
-/// Batches of one disk in flight at once (pipelined durable writes, acknowledged in order).
-pub const PIPELINE_DEPTH: usize = 8;
+/// Batches of one disk in flight at once (pipelined durable writes, acknowledged in order),
+/// as long as they hold fewer than [`PIPELINE_BYTES_MAX`] bytes. Shared batches are also bounded
+/// by their buffer pool ([`POOLED_BATCHES`]); the deeper pipeline is for values large enough to
+/// be their own batch: a device with a volatile cache and no FUA flushes after every write, and
+/// more writes in flight share each flush (DECISIONS.md, "A deeper write pipeline").
+pub const PIPELINE_DEPTH: usize = 32;
+/// The committer seals no batch while the batches in flight hold this many bytes: what can be
+/// in flight at a crash, and so how far recovery looks past a torn write, stays bounded.
+pub const PIPELINE_BYTES_MAX: usize = 32 << 20;
+/// Buffers of the per-disk batch pool: the batches in flight and the open one, for batches
+/// that share a pooled buffer ([`BATCH_BYTES`]).
+pub const POOLED_BATCHES: usize = 9;
+/// The depth of the pipeline of the daemons that wrote format versions 1 and 2 before the
+/// byte bound: at most this many batches in flight, of any size. Recovery looks as far past a
+/// torn write as such a daemon could have had in flight.
+pub const PIPELINE_DEPTH_EARLIER: usize = 8;
 /// A checkpoint is written after this many log bytes since the last one.
 pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 256 << 20;
 /// ... or after this many records, whichever comes first: a restart after a crash scans at
@@ -58,7 +72,8 @@ pub const READ_POOL: ioengine::buf::PoolConfig =
 /// Keys listed per LIST page at most.
 pub const LIST_PAGE_MAX: usize = 10_000;
 
-const _: () = assert!(PIPELINE_DEPTH >= 1);
+const _: () =
+    assert!(PIPELINE_DEPTH >= 1 && POOLED_BATCHES >= 2 && PIPELINE_BYTES_MAX >= BATCH_BYTES);
 
 /// How a batch is made durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

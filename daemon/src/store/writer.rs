@@ -4,7 +4,7 @@
 //! A request encodes its record straight into the open batch's aligned buffer (one copy of the
 //! value; none for a large value the server received in place, [`ValueBuf`]) and waits. The
 //! disk's committer task seals the open batch whenever fewer than [`PIPELINE_DEPTH`] batches
-//! are in flight: while the device is busy, requests pile into the next batch, so concurrent
+//! holding fewer than [`PIPELINE_BYTES_MAX`] bytes are in flight: while the device is busy, requests pile into the next batch, so concurrent
 //! PUTs share one write and one flush (RWF_DSYNC, FUA on devices that have it). A batch is
 //! acknowledged when its write and every earlier batch's write completed; only then are its
 //! records applied to the index and its requests answered.
@@ -22,8 +22,8 @@ use super::format::{
     self, BATCH_INFO_BYTES, BatchInfo, Checksummed, Key, Location, RECORD_HEADER_BYTES, RecordKind,
 };
 use super::{
-    BATCH_BYTES, DETACHED_VALUE_BYTES_MAX, KeyClaim, PIPELINE_DEPTH, Store, StoreError,
-    StoreResult, SyncMode,
+    BATCH_BYTES, DETACHED_VALUE_BYTES_MAX, KeyClaim, PIPELINE_BYTES_MAX, PIPELINE_DEPTH,
+    POOLED_BATCHES, Store, StoreError, StoreResult, SyncMode,
 };
 
 /// Bytes of the batch record that opens every batch.
@@ -271,7 +271,7 @@ impl Writer {
         let pool = BufPool::new(PoolConfig {
             buf_bytes: batch_capacity(min_capacity, block_bytes)
                 .next_multiple_of(block_bytes.max(4096)),
-            count: PIPELINE_DEPTH + 1,
+            count: POOLED_BATCHES,
             align_bytes: block_bytes.max(4096),
         });
         Writer {
@@ -295,6 +295,14 @@ impl Writer {
     }
 
     /// Zones that batches in flight are written to.
+    /// Whether the committer may seal another batch: fewer than [`PIPELINE_DEPTH`] batches in
+    /// flight, holding fewer than [`PIPELINE_BYTES_MAX`] bytes.
+    fn pipeline_has_room(&self) -> bool {
+        let in_flight = self.in_flight.borrow();
+        let bytes: u64 = in_flight.iter().map(|(.., bytes)| bytes).sum();
+        in_flight.len() < PIPELINE_DEPTH && bytes < PIPELINE_BYTES_MAX as u64
+    }
+
     pub(super) fn zones_in_flight(&self) -> Vec<ZoneIndex> {
         self.in_flight.borrow().iter().map(|(shared, ..)| shared.zone.get()).collect()
     }
@@ -597,7 +605,11 @@ impl<D: Device + 'static> Store<D> {
             }
             let pooled = self.writer.pool.config().buf_bytes;
             let single = single_record_batch_bytes(value.len() as u32, self.block_bytes);
-            let (buf, limit_bytes) = if single <= pooled {
+            // A record that no second record of its size could join is its batch's only one:
+            // a buffer of its size, not one of the pool's (their count bounds shared batches
+            // only; PIPELINE_DEPTH and PIPELINE_BYTES_MAX bound these).
+            let alone = own_batch_value_start(value.len()).is_some();
+            let (buf, limit_bytes) = if single <= pooled && !alone {
                 (BatchBuf::Pooled(self.writer.pool.get().await), pooled)
             } else {
                 let buf = AlignedBuf::reuse_or_for_writes(single, self.block_bytes.max(4096));
@@ -835,7 +847,7 @@ impl<D: Device + 'static> Store<D> {
                 let Some(this) = store.upgrade() else { return Poll::Ready(false) };
                 let has_open =
                     this.writer.open.borrow().as_ref().is_some_and(|b| !b.changes.is_empty());
-                let room = this.writer.in_flight.borrow().len() < PIPELINE_DEPTH;
+                let room = this.writer.pipeline_has_room();
                 if has_open && room {
                     return Poll::Ready(true);
                 }
