@@ -86,3 +86,80 @@ fn io_errors_on_one_disk_do_not_stall_the_other() {
         assert_eq!(good.len(), 200);
     });
 }
+
+/// In write-then-fdatasync mode, batches written while a flush runs share the next one; a
+/// flush that fails fails the batches waiting for it (and only then is anything reported
+/// failed), and every PUT that was acknowledged survives a crash that loses unflushed writes.
+#[test]
+fn fdatasync_mode_shares_flushes_and_a_failed_flush_fails_its_batches() {
+    use shingle_daemon::store::SyncMode;
+    const PUTS: u32 = 40;
+    Core::new(256).unwrap().block_on(async {
+        let sim = SimConfig {
+            zone_size_bytes: 8 << 20,
+            zone_capacity_bytes: 8 << 20,
+            zone_count: 16,
+            ..SimConfig::default()
+        };
+        let options = FormatOptions { value_bytes_max: 2 << 20, checkpoint_zones_per_set: 1 };
+        let store_config = StoreConfig {
+            value_bytes_max: 2 << 20,
+            sync: SyncMode::WriteThenFdatasync,
+            ..StoreConfig::default()
+        };
+        let disk = SimDisk::new(sim, 11).unwrap();
+        store::format(&disk, &options, false).await.unwrap();
+        let s = Store::open(disk, store_config.clone()).await.unwrap();
+        // 1 MiB values: each is a batch of its own, so many batches are in flight at once.
+        let value = |i: u32| vec![(i % 251) as u8; 1 << 20];
+        let flushes_before = s.device().stats().flushes;
+        let batches_before = s.stats().batches.get();
+        let mut tasks = Vec::new();
+        for i in 0..PUTS {
+            let s = s.clone();
+            tasks.push(ioengine::spawn(async move { s.put(&key(i), &value(i)).await }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let flushes = s.device().stats().flushes - flushes_before;
+        let batches = s.stats().batches.get() - batches_before;
+        assert!(batches >= u64::from(PUTS), "{batches} batches for {PUTS} PUTs");
+        assert!(flushes < batches, "{flushes} flushes for {batches} batches: none was shared");
+
+        // The next flush fails: the PUTs waiting for it fail, the others are acknowledged.
+        let next_flush = s.device().stats().flushes + 1;
+        s.device()
+            .set_faults(FaultPlan {
+                flush_errors: vec![Trigger::Nth(next_flush)],
+                ..FaultPlan::default()
+            })
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in PUTS..2 * PUTS {
+            let s = s.clone();
+            tasks.push(ioengine::spawn(async move { (i, s.put(&key(i), &value(i)).await) }));
+        }
+        let mut acknowledged: Vec<u32> = (0..PUTS).collect();
+        let mut failed = 0;
+        for task in tasks {
+            match task.await {
+                (i, Ok(_)) => acknowledged.push(i),
+                (_, Err(err)) => {
+                    assert!(err.to_string().contains("fsync failed"), "{err:?}");
+                    failed += 1;
+                }
+            }
+        }
+        assert!(failed > 0, "the failed flush failed no PUT");
+        assert!(failed < PUTS, "a failed flush failed every later PUT too");
+
+        let disk = s.device().crash();
+        drop(s);
+        let s = Store::open(disk, store_config).await.unwrap();
+        for i in acknowledged {
+            let got = s.get(&key(i), None).await.unwrap();
+            assert!(got.as_slice() == value(i).as_slice(), "PUT {i} came back different");
+        }
+    });
+}

@@ -56,7 +56,7 @@ impl fmt::Display for OpKind {
 }
 
 /// Everything that can go wrong in `ioengine`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// `kernel.io_uring_disabled` forbids io_uring for this process.
     #[error(

@@ -228,9 +228,58 @@ pub(super) struct ZoneLog {
     pub unclean: bool,
 }
 
+/// Device flushes for batches written without RWF_DSYNC ([`SyncMode::WriteThenFdatasync`]):
+/// one at a time, shared by every batch whose write completed before it started. A flush makes
+/// durable the writes completed before it was issued; a write that completes while one runs
+/// waits for the next, which then covers every write completed meanwhile.
+#[derive(Default)]
+struct Flushes {
+    /// Flushes started: the running one's number, or the last one's.
+    started: Cell<u64>,
+    /// The number of the last flush that completed.
+    done: Cell<u64>,
+    running: Cell<bool>,
+    /// The latest flush that failed, and how.
+    failed: RefCell<Option<(u64, ioengine::Error)>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Flushes {
+    /// Ends the running flush as number `number` (with its result when it completed; a flush
+    /// whose future was dropped counts as failed) and wakes everyone waiting for one.
+    fn finish(&self, number: u64, result: ioengine::Result<()>) {
+        self.running.set(false);
+        self.done.set(number);
+        if let Err(err) = result {
+            *self.failed.borrow_mut() = Some((number, err));
+        }
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Ends a flush whose future is dropped before it completed (the core stopping): the waiters
+/// must not wait for it forever.
+struct FlushRunning<'a> {
+    flushes: &'a Flushes,
+    number: u64,
+    armed: bool,
+}
+
+impl Drop for FlushRunning<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let cancelled = ioengine::Error::Cancelled { op: ioengine::OpKind::Fsync };
+            self.flushes.finish(self.number, Err(cancelled));
+        }
+    }
+}
+
 /// The writer's state for one disk.
 pub(super) struct Writer {
     pool: BufPool,
+    flushes: Flushes,
     open: RefCell<Option<OpenBatch>>,
     in_flight: RefCell<VecDeque<InFlight>>,
     pub(super) zones: RefCell<Vec<ZoneLog>>,
@@ -276,6 +325,7 @@ impl Writer {
         });
         Writer {
             pool,
+            flushes: Flushes::default(),
             open: RefCell::new(None),
             in_flight: RefCell::new(VecDeque::new()),
             zones: RefCell::new(zones),
@@ -991,12 +1041,47 @@ impl<D: Device + 'static> Store<D> {
                 }
             };
             if result.is_ok() && sync == SyncMode::WriteThenFdatasync {
-                result = store.disk.flush().await;
+                result = store.flush_after_write().await;
             }
             store.count_batch(result.is_ok(), started.elapsed(), record_count, batch_bytes);
             store.complete(&shared, zone, result);
         })
         .detach();
+    }
+
+    /// Makes a completed write durable: waits for a flush that starts after now (starting it
+    /// when none runs). Fails when that flush, or any later one that completed before this
+    /// returns, failed: a durable batch may be reported failed, a failed flush never passes.
+    async fn flush_after_write(&self) -> ioengine::Result<()> {
+        let flushes = &self.writer.flushes;
+        // A flush running now may have been issued before this write completed.
+        let needed = flushes.started.get() + 1;
+        loop {
+            if flushes.done.get() >= needed {
+                return match &*flushes.failed.borrow() {
+                    Some((number, err)) if *number >= needed => Err(err.clone()),
+                    _ => Ok(()),
+                };
+            }
+            if !flushes.running.get() {
+                let number = flushes.started.get() + 1;
+                flushes.started.set(number);
+                flushes.running.set(true);
+                let mut running = FlushRunning { flushes, number, armed: true };
+                let result = self.disk.flush().await;
+                running.armed = false;
+                flushes.finish(number, result);
+                continue;
+            }
+            std::future::poll_fn(|cx| {
+                if flushes.done.get() >= needed || !flushes.running.get() {
+                    return Poll::Ready(());
+                }
+                flushes.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+        }
     }
 
     /// Records a finished batch write (`took`: the write and, in that mode, the fdatasync).
