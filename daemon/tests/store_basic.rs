@@ -129,6 +129,39 @@ fn concurrent_puts_share_batches() {
     });
 }
 
+/// Writers that each PUT again as soon as their last PUT is acknowledged (a closed loop, the
+/// way a server's clients load a disk) keep sharing batches round after round.
+#[test]
+fn closed_loop_writers_share_batches() {
+    const WRITERS: u32 = 128;
+    const ROUNDS: u32 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    Core::new(256).unwrap().block_on(async move {
+        let s = fresh_store(&path, 8).await;
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let s = s.clone();
+            tasks.push(ioengine::spawn(async move {
+                for r in 0..ROUNDS {
+                    let i = r * WRITERS + w;
+                    s.put(&key(i), &value(i, 4096)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let puts = u64::from(WRITERS * ROUNDS);
+        let batches = s.stats().batches.get();
+        assert_eq!(s.stats().records.get(), puts);
+        assert!(
+            batches * 8 <= puts,
+            "{puts} closed-loop PUTs took {batches} batches: fewer than 8 records a batch"
+        );
+    });
+}
+
 fn run_then_reopen(clean: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d");

@@ -344,15 +344,23 @@ impl Writer {
         }
     }
 
-    /// Zones that batches in flight are written to.
-    /// Whether the committer may seal another batch: fewer than [`PIPELINE_DEPTH`] batches in
-    /// flight, holding fewer than [`PIPELINE_BYTES_MAX`] bytes.
+    /// Whether the committer may seal the open batch: fewer than [`PIPELINE_DEPTH`] batches in
+    /// flight, holding fewer than [`PIPELINE_BYTES_MAX`] bytes, and, for a batch in a pooled
+    /// buffer, a pool buffer left for the next one. With every pool buffer taken, requests keep
+    /// filling the open batch until one comes back: that is what groups small PUTs (sealing it
+    /// at once would write batches of a record or two, each a flush and a block of padding).
     fn pipeline_has_room(&self) -> bool {
+        let pooled_open =
+            matches!(self.open.borrow().as_ref().map(|b| &b.buf), Some(BatchBuf::Pooled(_)));
+        if pooled_open && self.pool.available() == 0 {
+            return false;
+        }
         let in_flight = self.in_flight.borrow();
         let bytes: u64 = in_flight.iter().map(|(.., bytes)| bytes).sum();
         in_flight.len() < PIPELINE_DEPTH && bytes < PIPELINE_BYTES_MAX as u64
     }
 
+    /// Zones that batches in flight are written to.
     pub(super) fn zones_in_flight(&self) -> Vec<ZoneIndex> {
         self.in_flight.borrow().iter().map(|(shared, ..)| shared.zone.get()).collect()
     }
