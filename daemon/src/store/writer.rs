@@ -4,8 +4,10 @@
 //! A request encodes its record straight into the open batch's aligned buffer (one copy of the
 //! value; none for a large value the server received in place, [`ValueBuf`]) and waits. The
 //! disk's committer task seals the open batch whenever fewer than [`PIPELINE_DEPTH`] batches
-//! holding fewer than [`PIPELINE_BYTES_MAX`] bytes are in flight: while the device is busy, requests pile into the next batch, so concurrent
-//! PUTs share one write and one flush (RWF_DSYNC, FUA on devices that have it). A batch is
+//! holding fewer than [`PIPELINE_BYTES_MAX`] bytes are in flight (and, for a pooled batch, a
+//! pool buffer is left): while the device is busy, requests pile into the next batch, so
+//! concurrent PUTs share one write and one flush (RWF_DSYNC, FUA on devices that have it; or a
+//! write and a flush shared with every batch written meanwhile). A batch is
 //! acknowledged when its write and every earlier batch's write completed; only then are its
 //! records applied to the index and its requests answered.
 
