@@ -129,6 +129,31 @@ fn concurrent_puts_share_batches() {
     });
 }
 
+/// Runs `writers` writers in a closed loop on `s` (each sends its next PUT as soon as the last
+/// is durable), `rounds` PUTs of `len` bytes each (key `round * writers + writer`); returns, for
+/// every PUT, how many batches were written while it waited.
+async fn closed_loop_puts(s: &Rc<Store<Disk>>, writers: u32, rounds: u32, len: usize) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let s = s.clone();
+        tasks.push(ioengine::spawn(async move {
+            let mut waits = Vec::new();
+            for r in 0..rounds {
+                let i = r * writers + w;
+                let before = s.stats().batches.get();
+                s.put(&key(i), &value(i, len)).await.unwrap();
+                waits.push(s.stats().batches.get() - before);
+            }
+            waits
+        }));
+    }
+    let mut waits = Vec::new();
+    for t in tasks {
+        waits.extend(t.await);
+    }
+    waits
+}
+
 /// Writers that each PUT again as soon as their last PUT is acknowledged (a closed loop, the
 /// way a server's clients load a disk) keep sharing batches round after round.
 #[test]
@@ -139,19 +164,7 @@ fn closed_loop_writers_share_batches() {
     let path = dir.path().join("d");
     Core::new(256).unwrap().block_on(async move {
         let s = fresh_store(&path, 8).await;
-        let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let s = s.clone();
-            tasks.push(ioengine::spawn(async move {
-                for r in 0..ROUNDS {
-                    let i = r * WRITERS + w;
-                    s.put(&key(i), &value(i, 4096)).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await;
-        }
+        closed_loop_puts(&s, WRITERS, ROUNDS, 4096).await;
         let puts = u64::from(WRITERS * ROUNDS);
         let batches = s.stats().batches.get();
         assert_eq!(s.stats().records.get(), puts);
@@ -423,7 +436,8 @@ fn writers_that_find_no_room_are_served_in_arrival_order() {
     // with values two of which fill a batch: most PUTs wait for the batches ahead of them, the
     // pipeline and the batch-buffer pool run full, and new PUTs keep arriving. Served in
     // arrival order, no PUT waits for more batches than it found ahead of it: 64 waiting
-    // requests make 32 batches, plus the 8 in flight and the one being filled.
+    // requests make 32 batches, plus the 8 in flight (these batches share pooled buffers: the
+    // pool's 9 less the open one) and the one being filled.
     const WRITERS: u32 = 64;
     const ROUNDS: u32 = 3;
     let dir = tempfile::tempdir().unwrap();
@@ -431,27 +445,11 @@ fn writers_that_find_no_room_are_served_in_arrival_order() {
     Core::new(256).unwrap().block_on(async move {
         let s = fresh_store(&path, 128).await;
         let len = (1 << 20) - 4096 * 3;
-        let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let s = s.clone();
-            tasks.push(ioengine::spawn(async move {
-                let mut waits = Vec::new();
-                for r in 0..ROUNDS {
-                    let i = r * WRITERS + w;
-                    let before = s.stats().batches.get();
-                    s.put(&key(i), &value(i, len)).await.unwrap();
-                    waits.push(s.stats().batches.get() - before);
-                }
-                waits
-            }));
-        }
-        let mut waits = Vec::new();
-        for t in tasks {
-            waits.extend(t.await);
-        }
+        let mut waits = closed_loop_puts(&s, WRITERS, ROUNDS, len).await;
         waits.sort_unstable();
         let worst = *waits.last().unwrap();
-        let bound = u64::from(WRITERS) / 2 + store::PIPELINE_DEPTH as u64 + 2;
+        let in_flight = store::POOLED_BATCHES as u64 - 1;
+        let bound = u64::from(WRITERS) / 2 + in_flight + 2;
         assert!(
             worst <= bound,
             "a PUT waited for {worst} batches (bound {bound}); waits {waits:?}"

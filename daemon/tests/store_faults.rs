@@ -95,12 +95,8 @@ fn fdatasync_mode_shares_flushes_and_a_failed_flush_fails_its_batches() {
     use shingle_daemon::store::SyncMode;
     const PUTS: u32 = 40;
     Core::new(256).unwrap().block_on(async {
-        let sim = SimConfig {
-            zone_size_bytes: 8 << 20,
-            zone_capacity_bytes: 8 << 20,
-            zone_count: 16,
-            ..SimConfig::default()
-        };
+        // Zones that hold several 1 MiB batches.
+        let sim = SimConfig { zone_size_bytes: 8 << 20, zone_capacity_bytes: 8 << 20, ..config() };
         let options = FormatOptions { value_bytes_max: 2 << 20, checkpoint_zones_per_set: 1 };
         let store_config = StoreConfig {
             value_bytes_max: 2 << 20,

@@ -1006,13 +1006,12 @@ async fn fresh_store(settings: &Settings, sync: SyncMode) -> Result<Rc<Store<Dis
 /// Zeroes, with O_DIRECT writes and an fdatasync, what would make the store's recovery adopt
 /// an earlier run's data after a format that (on a file opened `fresh`) resets no zone: the
 /// first block of every zone (checkpoint headers, batch records at zone starts) and the first
-/// data zone's start, as far as recovery looks for a batch after a gap (its resync window:
-/// every batch in flight, each up to [`BATCH_BYTES`] or one largest value). With nothing at
+/// data zone's start, as far as recovery looks for a batch after a gap
+/// ([`store::resync_window_bytes`] for batches up to [`BATCH_BYTES`] or two largest values). With nothing at
 /// the start of the first data zone, recovery stops scanning there.
 fn scrub(settings: &Settings, zone_count: u32, first_data_zone: u32) -> Result<()> {
     let batch_max_bytes = (BATCH_BYTES as u64).max(2 * u64::from(VALUE_BYTES_MAX));
-    let window_bytes =
-        ((PIPELINE_DEPTH as u64 + 2) * batch_max_bytes).min(settings.zone_size_bytes);
+    let window_bytes = store::resync_window_bytes(batch_max_bytes).min(settings.zone_size_bytes);
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)

@@ -47,7 +47,7 @@ pub const DETACHED_VALUE_BYTES_MAX: usize = 16 << 10;
 /// as long as they hold fewer than [`PIPELINE_BYTES_MAX`] bytes. Shared batches are also bounded
 /// by their buffer pool ([`POOLED_BATCHES`]); the deeper pipeline is for values large enough to
 /// be their own batch: a device with a volatile cache and no FUA flushes after every write, and
-/// more writes in flight share each flush (DECISIONS.md, "A deeper write pipeline").
+/// more writes in flight share each flush (DECISIONS.md, "Group commit").
 pub const PIPELINE_DEPTH: usize = 32;
 /// The committer seals no batch while the batches in flight hold this many bytes: what can be
 /// in flight at a crash, and so how far recovery looks past a torn write, stays bounded.
@@ -74,6 +74,15 @@ pub const LIST_PAGE_MAX: usize = 10_000;
 
 const _: () =
     assert!(PIPELINE_DEPTH >= 1 && POOLED_BATCHES >= 2 && PIPELINE_BYTES_MAX >= BATCH_BYTES);
+
+/// How far past a region that fails to verify recovery looks for a later batch, on a disk
+/// whose batches are at most `batch_limit_bytes`: everything that could have been in flight
+/// with it. A writer seals one more batch only while less than [`PIPELINE_BYTES_MAX`] is in
+/// flight; one of an earlier daemon had up to [`PIPELINE_DEPTH_EARLIER`] batches of any size.
+pub fn resync_window_bytes(batch_limit_bytes: u64) -> u64 {
+    (PIPELINE_BYTES_MAX as u64 + 2 * batch_limit_bytes)
+        .max(batch_limit_bytes * (PIPELINE_DEPTH_EARLIER as u64 + 1))
+}
 
 /// How a batch is made durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

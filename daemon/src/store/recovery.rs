@@ -29,8 +29,7 @@ use super::writer::{
     Writer, ZoneLog, batch_bytes_limit, batch_record_bytes, single_record_batch_bytes,
 };
 use super::{
-    FormatOptions, PIPELINE_BYTES_MAX, PIPELINE_DEPTH_EARLIER, Stats, Store, StoreConfig,
-    StoreError, StoreResult, unix_ms,
+    FormatOptions, Stats, Store, StoreConfig, StoreError, StoreResult, resync_window_bytes, unix_ms,
 };
 
 /// Bytes read per I/O while scanning the log.
@@ -515,11 +514,7 @@ impl<D: Device + 'static> Store<D> {
         let limit =
             batch_bytes_limit(self.superblock.value_bytes_max, self.block_bytes, min_capacity)
                 as u64;
-        // A writer has at most PIPELINE_BYTES_MAX bytes in flight when it seals one more batch;
-        // one of an earlier daemon had at most PIPELINE_DEPTH_EARLIER batches of any size.
-        let window = (PIPELINE_BYTES_MAX as u64 + 2 * limit)
-            .max(limit * (PIPELINE_DEPTH_EARLIER as u64 + 1));
-        (limit, window)
+        (limit, resync_window_bytes(limit))
     }
 
     /// Scans one zone from `start`; returns where its valid log ends.
