@@ -29,7 +29,7 @@ use shingle_benches::measure::{
 };
 use shingle_benches::node::{Node, NodeConfig, free_ports, shingled_binary};
 use shingle_benches::system::SystemInfo;
-use shingle_benches::testfile::TestFile;
+use shingle_benches::testfile::{self, TestFile};
 use shingle_daemon::server::SPACE_PUBLISH_INTERVAL;
 use shingle_daemon::store::BATCH_BYTES;
 use shingle_daemon::store::format::{BATCH_INFO_BYTES, record_bytes};
@@ -795,6 +795,11 @@ fn run_put_workload(
             progress(format_args!("{kind} run {run}/{}: {}", settings.runs, job.label));
             let args = fio_args(settings, kind, job, fio_file.path(), whole_file);
             runs.push(fio_run(settings, run, job, &args)?);
+            if job.direction == Direction::Write {
+                // What an unsynced fio run left in the device's volatile cache is made durable
+                // now, not by the next daemon run's first flushes.
+                testfile::flush(fio_file.path())?;
+            }
             fio_file.zero()?;
         }
     }

@@ -29,7 +29,7 @@ use shingle_benches::jobrun::{self, JobOutcome, RunOutcome, RunPlan, Target};
 use shingle_benches::measure::{DeviceIo, median, seed_from_clock, ticks_s, user_system_ticks};
 use shingle_benches::node::{self, Node, NodeConfig, free_ports, shingled_binary};
 use shingle_benches::system::{SystemInfo, pid_listening_on, utc_date};
-use shingle_benches::testfile::TestFile;
+use shingle_benches::testfile::{self, TestFile};
 
 const VERSION: &str = concat!("shingle-bench-", env!("CARGO_PKG_VERSION"));
 /// Log bytes per second no PUT load exceeds on the machines this runs on (fio's sequential
@@ -820,6 +820,15 @@ fn run_baseline(inv: &Invocation<'_>, setup: &FioSetup, run: u64) -> Result<Vec<
         }
         eprintln!("shingle-bench: run {run}: {} on {}", sync.label(), setup.path.display());
         runs.push(fio_run(inv, setup, sync)?);
+        if writes && matches!(sync, Sync::None) {
+            // What fio left in the device's volatile cache is made durable now, not by the
+            // next run's first flushes.
+            let took = testfile::flush(&setup.path)?;
+            eprintln!(
+                "shingle-bench: run {run}: flushing fio's unsynced writes took {:.3} s",
+                took.as_secs_f64()
+            );
+        }
     }
     if let Some(file) = &setup.file {
         // After small random writes ext4 holds the file in countless extents, and removing it

@@ -31,7 +31,7 @@ use shingle_benches::measure::{
     median, parse_size_bytes, record_latency, seed_from_clock, ticks_s,
 };
 use shingle_benches::system::SystemInfo;
-use shingle_benches::testfile::TestFile;
+use shingle_benches::testfile::{self, TestFile};
 use shingle_daemon::store::format::{Superblock, record_bytes};
 use shingle_daemon::store::{
     self, BATCH_BYTES, CHECKPOINT_INTERVAL_BYTES_DEFAULT, FormatOptions, PIPELINE_DEPTH,
@@ -273,7 +273,9 @@ impl WorkloadKind {
             }
             WorkloadKind::Put1m => {
                 "fio writes without any sync: the reference is the device's plain sequential \
-                 write bandwidth, while every store batch is durable before it is acknowledged."
+                 write bandwidth, while every store batch is durable before it is acknowledged. \
+                 After each fio run the file is fdatasynced (timed, not in fio's numbers) so \
+                 that the next store run does not flush fio's writes."
             }
             WorkloadKind::Get4k => {
                 "a 4 KiB value is stored block-aligned, its header elsewhere in the batch (format \
@@ -507,6 +509,10 @@ struct RunRecord {
     /// The store's log filled up before `--runtime`: the run ended early (rates are over the
     /// time it ran).
     log_full: bool,
+    /// fio runs without sync only: seconds the fdatasync after the run took (what its writes
+    /// still needed to become durable; `testfile::flush`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flush_after_s: Option<f64>,
     /// Store only: share of the run the core thread was runnable but waiting for its CPU
     /// (schedstat run delay), i.e. taken by other processes on the same CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -797,7 +803,15 @@ fn run_workload(
             let args = fio_args(settings, kind, job, region);
             let outcome = run_fio_detailed(&settings.fio, &args, job.direction, settings.device)
                 .with_context(|| format!("{kind} run {run}: {} failed", job.label))?;
-            runs.push(fio_record(run, Side::Fio { label: job.label }, outcome));
+            let mut record = fio_record(run, Side::Fio { label: job.label }, outcome);
+            if job.direction == Direction::Write && !job.fdatasync {
+                // What fio left in the device's cache is made durable now, not by the next
+                // (store) run's first flushes.
+                let took = testfile::flush(&settings.file)
+                    .with_context(|| format!("{kind} run {run}: flushing after {}", job.label))?;
+                record.flush_after_s = Some(took.as_secs_f64());
+            }
+            runs.push(record);
         }
     }
     let fio_sides: Vec<Side> = jobs.iter().map(|job| Side::Fio { label: job.label }).collect();
@@ -907,6 +921,7 @@ impl StoreOutcome {
             store: Some(self.counters),
             fio_sync_latency: None,
             log_full: self.log_full,
+            flush_after_s: None,
             cpu_wait_percent: Some(self.cpu_wait_percent),
         }
     }
@@ -1389,6 +1404,7 @@ fn fio_record(run: u64, side: Side, fio: FioRun) -> RunRecord {
             p99_us: l.p99_us,
         }),
         log_full: false,
+        flush_after_s: None,
         cpu_wait_percent: None,
     }
 }
@@ -1665,6 +1681,7 @@ fn print_workload(w: &WorkloadReport, settings: &Settings) {
             );
         }
     }
+    print_flushes_after(w);
     for t in &w.targets {
         let verdict = if t.pass { "PASS" } else { "MISS" };
         println!(
@@ -1687,6 +1704,41 @@ fn print_workload(w: &WorkloadReport, settings: &Settings) {
             r.run, r.side, r.measurement.runtime_s, settings.runtime_s
         );
     }
+}
+
+/// For unsynced fio runs: how long their writes took to become durable after the run, and the
+/// rate at which fio made its bytes durable counting that flush, with the store's ratio to it.
+fn print_flushes_after(w: &WorkloadReport) {
+    for fio in &w.fio {
+        let side = Side::Fio { label: fio.job.label };
+        let flushed: Vec<(f64, f64)> = w
+            .runs
+            .iter()
+            .filter(|r| r.side == side)
+            .filter_map(|r| r.flush_after_s.map(|s| (s, durable_mb_per_s(&r.measurement, s))))
+            .collect();
+        if flushed.is_empty() {
+            continue;
+        }
+        let flush = median(flushed.iter().map(|&(s, _)| s).collect());
+        let durable = median(flushed.iter().map(|&(_, mb)| mb).collect());
+        println!(
+            "{side}: the fdatasync after each run took {flush:.3} s (median); counting it, fio \
+             made its writes durable at {durable:.1} MB/s (median)"
+        );
+        for m in w.medians.iter().filter(|m| matches!(m.side, Side::Store { .. })) {
+            println!(
+                "÷{side}+flush {}: {:.3} of that durable rate",
+                m.side,
+                m.metrics.mb_per_s / durable
+            );
+        }
+    }
+}
+
+/// MB/s of a run's bytes over its runtime plus the flush after it.
+fn durable_mb_per_s(m: &Measurement, flush_after_s: f64) -> f64 {
+    m.bytes as f64 / 1e6 / (m.runtime_s + flush_after_s)
 }
 
 fn print_row(run: &str, side: Side, m: &Metrics, per_op: &PerOp, put: bool) {
