@@ -63,6 +63,16 @@ impl TestFile {
     }
 }
 
+impl Drop for TestFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(err) = std::fs::remove_file(&self.path) {
+                eprintln!("{}: could not remove {}: {err}", self.tool, self.path.display());
+            }
+        }
+    }
+}
+
 /// Makes durable whatever writes to `path` still sit in the device's volatile cache (fdatasync,
 /// which on ext4 flushes the device even when the file has nothing dirty in the page cache) and
 /// returns how long that took. Call it after a run that wrote without syncing (fio's unsynced
@@ -77,22 +87,12 @@ pub fn flush(path: &Path) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            if let Err(err) = std::fs::remove_file(&self.path) {
-                eprintln!("{}: could not remove {}: {err}", self.tool, self.path.display());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn flush_makes_a_file_durable_and_names_a_missing_one() {
+    fn flush_syncs_a_file_and_names_one_it_cannot_open() {
         let dir = std::env::temp_dir().join(format!("shingle-testfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f");

@@ -796,9 +796,15 @@ fn run_put_workload(
             let args = fio_args(settings, kind, job, fio_file.path(), whole_file);
             runs.push(fio_run(settings, run, job, &args)?);
             if job.direction == Direction::Write {
-                // What an unsynced fio run left in the device's volatile cache is made durable
-                // now, not by the next daemon run's first flushes.
-                testfile::flush(fio_file.path())?;
+                // What fio left in the device's volatile cache (an unsynced run: its last
+                // writes; a synced one: nothing) is made durable now, not by the next daemon
+                // run's first flushes.
+                let took = testfile::flush(fio_file.path())?;
+                progress(format_args!(
+                    "{kind} run {run}: flushing after {} took {:.3} s",
+                    job.label,
+                    took.as_secs_f64()
+                ));
             }
             fio_file.zero()?;
         }
